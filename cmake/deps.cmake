@@ -1,0 +1,10 @@
+# Every external library comes from Debian through pkg-config
+# (scripts/setup.sh installs them). IMPORTED_TARGET gives one target each.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(ZMQ     REQUIRED IMPORTED_TARGET libzmq)
+pkg_check_modules(CZMQ    REQUIRED IMPORTED_TARGET libczmq)
+pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
+pkg_check_modules(LMDB    REQUIRED IMPORTED_TARGET lmdb)
+pkg_check_modules(CMOCKA  REQUIRED IMPORTED_TARGET cmocka)
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
+find_package(Threads REQUIRED)

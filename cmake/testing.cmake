@@ -1,0 +1,20 @@
+# corral_unit_test(<name> SOURCES <files...> LIBS <targets...>)
+# One cmocka executable per module, registered with ctest under label "unit".
+function(corral_unit_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} PkgConfig::CMOCKA)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES LABELS unit TIMEOUT 120)
+endfunction()
+
+# corral_fuzz_target(<name> SOURCES <files...> LIBS <targets...>)
+# A libFuzzer binary, built only with CORRAL_FUZZ (the 'fuzz' preset).
+function(corral_fuzz_target name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  if(CORRAL_FUZZ)
+    add_executable(${name} ${T_SOURCES})
+    target_link_libraries(${name} PRIVATE ${T_LIBS})
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+  endif()
+endfunction()

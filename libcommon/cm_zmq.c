@@ -1,0 +1,124 @@
+/*  cm_zmq.c - the process's one ZeroMQ context and sockets with the
+    settings cm_zmq.h lists.
+
+    Options are set right after zmq_socket, before bind or connect, since
+    some (HWMs, IMMEDIATE) only apply to connections made afterwards.
+*/
+#include "cm_zmq.h"
+#include "cm_error.h"
+#include "cm_log.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <zmq.h>
+
+static void *s_ctx = NULL;
+
+void *cm_zmq_ctx (void)
+{
+    if (s_ctx) return s_ctx;
+    //  czmq installs SIGINT/SIGTERM handlers on its first use unless told
+    //  not to; the services own those signals (cm_stop).  Both switches:
+    //  the variable covers czmq code paths that consult it, the call
+    //  disables czmq's handling outright without touching ours.
+    setenv ("ZSYS_SIGHANDLER", "false", 0);
+    zsys_handler_set (NULL);
+    s_ctx = zmq_ctx_new ();
+    return s_ctx;
+}
+
+void cm_zmq_term (void)
+{
+    if (!s_ctx) return;
+    //  zmq_ctx_term blocks until every socket is closed and its linger has
+    //  run out; a signal (SIGTERM during shutdown) interrupts it with EINTR.
+    while (zmq_ctx_term (s_ctx) == -1 && errno == EINTR) {
+    }
+    s_ctx = NULL;
+}
+
+static int s_setint (void *sock, int option, int value)
+{
+    return zmq_setsockopt (sock, option, &value, sizeof (value));
+}
+
+void *cm_zmq_socket (int type, int hwm)
+{
+    if (hwm < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (hwm == 0) hwm = CM_ZMQ_HWM;
+    void *ctx = cm_zmq_ctx ();
+    if (!ctx) return NULL;
+    void *sock = zmq_socket (ctx, type);
+    if (!sock) return NULL;
+
+    int rc = 0;
+    if (rc == 0) rc = s_setint (sock, ZMQ_LINGER, CM_ZMQ_LINGER_MS);
+    if (rc == 0) rc = s_setint (sock, ZMQ_SNDHWM, hwm);
+    if (rc == 0) rc = s_setint (sock, ZMQ_RCVHWM, hwm);
+    if (rc == 0) rc = s_setint (sock, ZMQ_TCP_KEEPALIVE, 1);
+    //  An unroutable reply must fail loudly instead of vanishing.
+    if (rc == 0 && type == ZMQ_ROUTER) rc = s_setint (sock, ZMQ_ROUTER_MANDATORY, 1);
+    //  Without IMMEDIATE a DEALER queues messages for peers that have not
+    //  connected (yet, or ever), hiding a dead service behind a full queue.
+    if (rc == 0 && type == ZMQ_DEALER) rc = s_setint (sock, ZMQ_IMMEDIATE, 1);
+    if (rc != 0) {
+        int saved = errno;
+        zmq_close (sock);
+        errno = saved;
+        return NULL;
+    }
+    return sock;
+}
+
+int cm_zmq_bind (void *sock, const char *endpoint)
+{
+    if (zmq_bind (sock, endpoint) == 0) return 0;
+    cm_error ("cannot bind %s: %s", endpoint ? endpoint : "(null)", zmq_strerror (errno));
+    return CM_E_IO;
+}
+
+int cm_zmq_connect (void *sock, const char *endpoint)
+{
+    if (zmq_connect (sock, endpoint) == 0) return 0;
+    cm_error ("cannot connect to %s: %s", endpoint ? endpoint : "(null)",
+              zmq_strerror (errno));
+    return CM_E_IO;
+}
+
+void cm_zmq_close (void **sock)
+{
+    if (!sock || !*sock) return;
+    zmq_close (*sock); //  ZMQ_LINGER was set when the socket was made
+    *sock = NULL;
+}
+
+int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags)
+{
+    if (!sock || !frames || count == 0) return CM_E_INVALID;
+    static const char empty = 0;
+    for (size_t i = 0; i < count; i++) {
+        int more = i + 1 < count ? ZMQ_SNDMORE : 0;
+        //  zmq_send copies size bytes; never hand it NULL, even for 0.
+        const void *data = frames[i].data ? frames[i].data : &empty;
+        size_t size = frames[i].data ? frames[i].size : 0;
+        if (zmq_send (sock, data, size, flags | more) >= 0) continue;
+        //  ROUTER and DEALER only refuse on the first frame; once it is
+        //  accepted libzmq takes the remaining frames of the message.
+        if (errno == EHOSTUNREACH) return CM_E_UNAVAILABLE;
+        if (errno == EAGAIN) return CM_E_CAPACITY;
+        return CM_E_IO;
+    }
+    return 0;
+}
+
+bool cm_zmq_readable (void *sock)
+{
+    int events = 0;
+    size_t len = sizeof (events);
+    if (zmq_getsockopt (sock, ZMQ_EVENTS, &events, &len) != 0) return false;
+    return (events & ZMQ_POLLIN) != 0;
+}

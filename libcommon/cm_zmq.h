@@ -1,0 +1,56 @@
+/*  cm_zmq.h - ZeroMQ sockets with the settings DESIGN §2 requires.
+
+    Every socket made here gets:
+      ROUTER: ZMQ_ROUTER_MANDATORY (unroutable sends fail with EHOSTUNREACH)
+      DEALER: ZMQ_IMMEDIATE (queue only to completed connections)
+      all:    a real ZMQ_LINGER (CM_ZMQ_LINGER_MS, not czmq's 0), explicit
+              send/receive HWMs, TCP keepalive.
+    The process uses libzmq directly with one context; czmq is linked only
+    for CURVE later, and its signal handler is switched off by cm_zmq_ctx()
+    so each service owns SIGTERM/SIGINT.  Sockets are never shared between
+    threads.
+*/
+#ifndef CM_ZMQ_H
+#define CM_ZMQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CM_ZMQ_LINGER_MS 2000
+#define CM_ZMQ_HWM       100000
+
+//  The process-wide context (created on first use).  Also turns off czmq's
+//  signal handler.
+void *cm_zmq_ctx (void);
+//  Close all sockets first, then terminate the context.
+void cm_zmq_term (void);
+
+//  New socket of a zmq type (ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUB, ZMQ_SUB ...)
+//  with the settings above and `hwm` for both directions (0 = CM_ZMQ_HWM).
+//  Returns NULL on failure (errno set).
+void *cm_zmq_socket (int type, int hwm);
+
+//  Bind or connect; on failure logs the endpoint and zmq's reason and
+//  returns CM_E_IO.
+int cm_zmq_bind (void *sock, const char *endpoint);
+int cm_zmq_connect (void *sock, const char *endpoint);
+
+//  Close with the configured linger.  Sets *sock to NULL.  Idempotent.
+void cm_zmq_close (void **sock);
+
+//  A message frame: a pointer and length; not owned.
+typedef struct {
+    const void *data;
+    size_t size;
+} cm_frame_t;
+
+//  Send frames as one multipart message.  Returns 0, or CM_E_UNAVAILABLE
+//  (EHOSTUNREACH: the peer is gone), CM_E_CAPACITY (EAGAIN with
+//  ZMQ_DONTWAIT: HWM reached), or CM_E_IO.
+int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags);
+
+//  Whether the socket is readable now (ZMQ_EVENTS has ZMQ_POLLIN).
+bool cm_zmq_readable (void *sock);
+
+#endif

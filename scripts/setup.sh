@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install every Debian package Corral needs to build, test and run.
+# Idempotent: packages already present are skipped, so a warm machine pays
+# one dpkg query. Works as root or through sudo.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config git ca-certificates
+  clang clang-format libclang-rt-14-dev
+  libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev liblmdb-dev
+  lmdb-utils libcmocka-dev libwebsockets-dev libjansson-dev libssl-dev
+  python3 python3-zmq python3-msgpack python3-websockets
+  valgrind
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,142 @@
+/*  store_server.c - the ROUTER loop.
+
+    One pass: wait until a request (or a stop) arrives, then take every
+    request already queued - up to batch_max, and for at most
+    batch_window_ms - and hand them to store_batch(), which runs them in
+    one transaction and commits.  Only then are the replies sent.  While a
+    commit (fsync) runs, new requests queue in ZeroMQ and form the next
+    batch, so the batch size grows with the load: that is the group commit.
+
+    Envelopes: a DEALER peer's request arrives as [identity][body]; a REQ
+    peer's as [identity][empty][body].  Replies go back in the same shape.
+    Anything else is dropped with a warning (it cannot be answered).
+    Replies are sent with ZMQ_DONTWAIT: a peer that vanished or stopped
+    reading loses its reply (ROUTER_MANDATORY reports it), never stalls the
+    store.  Requests are idempotent where it matters (events.append), so a
+    peer that times out can resend.
+*/
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cm_log.h"
+#include "cm_stop.h"
+#include "cm_time.h"
+#include "cm_zmq.h"
+#include "store_server.h"
+
+typedef struct {
+    zmq_msg_t id;
+    zmq_msg_t body;
+    bool req_style; //  had an empty delimiter frame
+} envelope_t;
+
+//  Receive one request without blocking.  Returns 1 with env filled, 0 if
+//  nothing is queued, -1 if a malformed envelope was dropped.
+static int recv_request (void *sock, envelope_t *env)
+{
+    zmq_msg_t frames[3];
+    int count = 0, more = 1;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        if (zmq_msg_recv (&part, sock, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close (&part);
+            for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&frames[i]);
+            return 0; //  EAGAIN on the first frame; later frames always arrive
+        }
+        more = zmq_msg_more (&part);
+        if (count < 3)
+            frames[count] = part;
+        else
+            zmq_msg_close (&part);
+        count++;
+    }
+    if (count == 2 || (count == 3 && zmq_msg_size (&frames[1]) == 0)) {
+        env->id = frames[0];
+        env->body = frames[count - 1];
+        env->req_style = count == 3;
+        if (count == 3) zmq_msg_close (&frames[1]);
+        return 1;
+    }
+    cm_warn ("dropped a request with %d frames; expected [identity][body]", count);
+    for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&frames[i]);
+    return -1;
+}
+
+static void send_reply (void *sock, envelope_t *env, const void *data, size_t size)
+{
+    cm_frame_t frames[3] = {{zmq_msg_data (&env->id), zmq_msg_size (&env->id)}};
+    size_t n = 1;
+    if (env->req_style) frames[n++] = (cm_frame_t){"", 0};
+    frames[n++] = (cm_frame_t){data, size};
+    int rc = cm_zmq_sendv (sock, frames, n, ZMQ_DONTWAIT);
+    if (rc == CM_E_UNAVAILABLE)
+        cm_debug ("reply dropped: the requester disconnected");
+    else if (rc)
+        cm_warn ("reply dropped: %s", cm_strerror (rc));
+}
+
+int store_server_run (store_t *store, const store_server_opts_t *opts)
+{
+    void *sock = cm_zmq_socket (ZMQ_ROUTER, 0);
+    if (!sock) return CM_E_IO;
+    if (cm_zmq_bind (sock, opts->endpoint)) {
+        cm_zmq_close (&sock);
+        return CM_E_IO;
+    }
+    envelope_t *envs = calloc (opts->batch_max, sizeof *envs);
+    store_req_t *reqs = calloc (opts->batch_max, sizeof *reqs);
+    proto_buf_t replies = {0};
+    if (!envs || !reqs) {
+        free (envs);
+        free (reqs);
+        cm_zmq_close (&sock);
+        return CM_E_NOMEM;
+    }
+    cm_info ("corral-store listening on %s (data %s, epoch %s)", opts->endpoint,
+             store->path, store->epoch);
+
+    int64_t last_sync = cm_mono_ms ();
+    while (!cm_stop_requested ()) {
+        zmq_pollitem_t items[] = {{sock, 0, ZMQ_POLLIN, 0},
+                                  {NULL, cm_stop_fd (), ZMQ_POLLIN, 0}};
+        long timeout = store->opts.sync == STORE_SYNC_OS ? 1000 : -1;
+        if (zmq_poll (items, 2, timeout) < 0 && errno != EINTR) {
+            cm_error ("poll failed: %s", zmq_strerror (errno));
+            break;
+        }
+        if (store->opts.sync == STORE_SYNC_OS && cm_mono_ms () - last_sync >= 1000) {
+            store_sync (store);
+            last_sync = cm_mono_ms ();
+        }
+        if (cm_stop_requested ()) break;
+
+        size_t n = 0;
+        int64_t deadline = cm_mono_ms () + opts->batch_window_ms;
+        while (n < opts->batch_max) {
+            int got = recv_request (sock, &envs[n]);
+            if (got == 0) break;
+            if (got < 0) continue;
+            reqs[n].data = zmq_msg_data (&envs[n].body);
+            reqs[n].size = zmq_msg_size (&envs[n].body);
+            n++;
+            if (cm_mono_ms () > deadline) break;
+        }
+        if (n == 0) continue;
+        store_batch (store, reqs, n, &replies);
+        for (size_t i = 0; i < n; i++) {
+            send_reply (sock, &envs[i], replies.data + reqs[i].reply_off,
+                        reqs[i].reply_len);
+            zmq_msg_close (&envs[i].id);
+            zmq_msg_close (&envs[i].body);
+        }
+    }
+    cm_info ("corral-store stopping (%s)", cm_stop_signal () ? "signal" : "request");
+    proto_buf_fini (&replies);
+    free (envs);
+    free (reqs);
+    cm_zmq_close (&sock);
+    return 0;
+}
