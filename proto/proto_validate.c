@@ -57,7 +57,7 @@ int proto_validate (const void *data, size_t len)
         if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
             ; //  fixint, nil, bool: header only
         else if ((b & 0xf0) == 0x80) {
-            children = 2u * (b & 0x0f);
+            children = 2 * (uint64_t)(b & 0x0f);
             container = true;
         } else if ((b & 0xf0) == 0x90) {
             children = b & 0x0f;
@@ -138,7 +138,7 @@ int proto_validate (const void *data, size_t len)
             case 0xdf: //  map16/32
                 hdr = b == 0xde ? 2 : 4;
                 if (left < hdr) return CM_E_TRUNCATED;
-                children = 2u * (hdr == 2 ? be16 (p + pos) : be32 (p + pos));
+                children = 2 * (uint64_t)(hdr == 2 ? be16 (p + pos) : be32 (p + pos));
                 pos += hdr;
                 container = true;
                 break;

@@ -581,6 +581,16 @@ static void test_hostile_lengths (void **state)
         {"fixmap of 15 with 1 value", {0x8f, 0x00}, 2, CM_E_TRUNCATED},
         {"uint64 cut short", {0xcf, 0x01, 0x02}, 3, CM_E_TRUNCATED},
         {"array32 header cut", {0xdd, 0x00}, 2, CM_E_TRUNCATED},
+        //  Found by fuzz_proto_decode: 2 * 2^31 entries wrapped to 0 in
+        //  32-bit arithmetic and passed as an empty map.
+        {"map32 of 2^31 (count overflow)",
+         {0xdf, 0x80, 0x00, 0x00, 0x00},
+         5,
+         CM_E_TRUNCATED},
+        {"map32 of 2^31 + 1",
+         {0xdf, 0x80, 0x00, 0x00, 0x01, 0xc0, 0xc0},
+         7,
+         CM_E_TRUNCATED},
         {"reserved byte 0xc1", {0xc1}, 1, CM_E_INVALID},
         {"trailing bytes", {0x90, 0x00}, 2, CM_E_INVALID},
         {"empty input", {0}, 0, CM_E_TRUNCATED},
