@@ -31,9 +31,13 @@
 #define STORE_MAX_EVENT      (1u << 20) //  bytes in one stored event
 #define STORE_RANGE_DEFAULT  1000
 #define STORE_RANGE_MAX      10000
-#define STORE_LIST_DEFAULT   100
-#define STORE_LIST_MAX       1000
-#define STORE_LATENCY_RING   4096
+//  Event bytes in one events.range reply, so it stays well inside what a
+//  peer decodes (PROTO_MAX_MSG); a shorter page than asked means "ask again
+//  from first_seq + count".  At least one event always goes.
+#define STORE_RANGE_MAX_BYTES (16u * 1024 * 1024)
+#define STORE_LIST_DEFAULT    100
+#define STORE_LIST_MAX        1000
+#define STORE_LATENCY_RING    4096
 
 typedef enum {
     STORE_SYNC_FULL, //  fsync at every commit

@@ -250,7 +250,11 @@ store_t *store_open (const store_opts_t *opts, char *err, size_t errlen)
             snprintf (err, errlen, "%s has no store epoch", self->path);
             goto fail_env;
         }
-        mdb_txn_abort (txn);
+        //  Commit, not abort: an aborted transaction closes the database
+        //  handles it opened, and self->dbi must outlive it.
+        rc = mdb_txn_commit (txn);
+        txn = NULL;
+        if (rc) goto fail_mdb;
         return self;
     }
     if ((rc = check_schema (self, txn, err, errlen))) goto fail_env;

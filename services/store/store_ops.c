@@ -47,6 +47,10 @@ typedef union {
 } reply_body_t;
 _Static_assert(sizeof (proto_sessions_reply_t) <= sizeof (reply_body_t), "reply body");
 _Static_assert(sizeof (proto_templates_reply_t) <= sizeof (reply_body_t), "reply body");
+//  Event bytes plus a bin header (at most 5 bytes) per event, plus the rest.
+_Static_assert(STORE_MAX_EVENT <= STORE_RANGE_MAX_BYTES &&
+                   STORE_RANGE_MAX_BYTES + 8ull * STORE_RANGE_MAX + 1024 <= PROTO_MAX_MSG,
+               "an events.range reply must fit in one message");
 
 /* ---------------------------------------------------------------- */
 /*  Helpers                                                          */
@@ -444,8 +448,11 @@ static int op_events_range (op_ctx_t *ctx)
         put_be64 (key + 16, req->after_seq + 1);
         MDB_val k = {sizeof key, key}, v;
         rc = mdb_cursor_get (cur, &k, &v, MDB_SET_RANGE);
+        size_t bytes = 0;
         while (rc == 0 && n < want && k.mv_size == 24 &&
                memcmp (k.mv_data, req->session.b, 16) == 0) {
+            if (n > 0 && bytes + v.mv_size > STORE_RANGE_MAX_BYTES) break;
+            bytes += v.mv_size;
             //  Values point into the map, valid until the transaction ends;
             //  the reply is encoded (copied) before that.
             items[n].data = v.mv_data;
@@ -517,9 +524,10 @@ static int op_messages_get (op_ctx_t *ctx)
     char *texts = NULL; //  NUL-terminated copies, packed
     size_t tlen = 0;
     size_t *offs = malloc (cap * sizeof *offs);
+    bool oom = !items || !offs;
     MDB_val k = {16, (void *)req->session.b}, v;
     rc = mdb_cursor_get (cur, &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && items && offs && k.mv_size == 24 &&
+    while (rc == 0 && !oom && k.mv_size == 24 &&
            memcmp (k.mv_data, req->session.b, 16) == 0) {
         if (n == cap) {
             cap *= 2;
@@ -527,10 +535,10 @@ static int op_messages_get (op_ctx_t *ctx)
             size_t *no = realloc (offs, cap * sizeof *offs);
             if (ni) items = ni;
             if (no) offs = no;
-            if (!ni || !no) break;
+            if ((oom = !ni || !no)) break;
         }
         char *nt = realloc (texts, tlen + v.mv_size + 1);
-        if (!nt) break;
+        if ((oom = !nt)) break;
         texts = nt;
         memcpy (texts + tlen, v.mv_data, v.mv_size);
         texts[tlen + v.mv_size] = '\0';
@@ -539,9 +547,10 @@ static int op_messages_get (op_ctx_t *ctx)
         rc = mdb_cursor_get (cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close (cur);
-    if (rc == 0 || !items || !offs)
-        rc = CM_E_NOMEM; //  loop left early
-    else if (rc == MDB_NOTFOUND)
+    //  rc 0 here means the cursor reached another session's key: the end.
+    if (oom)
+        rc = CM_E_NOMEM;
+    else if (rc == 0 || rc == MDB_NOTFOUND)
         rc = 0;
     else
         rc = store_mdb_err (rc);
