@@ -27,7 +27,7 @@
 typedef struct {
     const char *roots[WRK_PATH_MAX_ROOTS]; //  absolute, canonical directories
     size_t count;
-    const char *cwd;                        //  absolute, inside a root
+    const char *cwd; //  absolute, inside a root
 } wrk_scope_t;
 
 //  Open `path` (relative to scope->cwd, or absolute) for the tool with
@@ -43,7 +43,8 @@ int wrk_path_open (const wrk_scope_t *scope, const char *path, int flags, mode_t
                    int *fd_out, char *rel_out, size_t rel_len, char *err, size_t errlen);
 
 //  Create a directory (and its missing parents) inside the scope.
-int wrk_path_mkdirs (const wrk_scope_t *scope, const char *path, char *err, size_t errlen);
+int wrk_path_mkdirs (const wrk_scope_t *scope, const char *path, char *err,
+                     size_t errlen);
 
 //  For tests: use the realpath fallback even where openat2 exists.
 void wrk_path_force_fallback (bool on);

@@ -21,16 +21,17 @@
 //  Called per event.  event and data are NUL-terminated and valid only
 //  during the call.  A non-zero return stops feeding and is returned by
 //  wrk_sse_feed.
-typedef int (*wrk_sse_fn) (void *arg, const char *event, const char *data, size_t data_len);
+typedef int (*wrk_sse_fn) (void *arg, const char *event, const char *data,
+                           size_t data_len);
 
 typedef struct {
-    char *line;         //  the current, incomplete line
+    char *line; //  the current, incomplete line
     size_t line_len, line_cap;
-    char *data;         //  data of the current event so far
+    char *data; //  data of the current event so far
     size_t data_len, data_cap;
-    char event[64];     //  event name of the current event
+    char event[64]; //  event name of the current event
     bool has_data;
-    bool after_cr;      //  last byte was CR: a following LF is part of it
+    bool after_cr; //  last byte was CR: a following LF is part of it
     size_t max_event;
 } wrk_sse_t;
 
@@ -40,6 +41,7 @@ void wrk_sse_fini (wrk_sse_t *self);
 
 //  Parse bytes; returns 0, CM_E_TOO_LARGE, CM_E_NOMEM, or the callback's
 //  non-zero return.
-int wrk_sse_feed (wrk_sse_t *self, const char *bytes, size_t len, wrk_sse_fn fn, void *arg);
+int wrk_sse_feed (wrk_sse_t *self, const char *bytes, size_t len, wrk_sse_fn fn,
+                  void *arg);
 
 #endif

@@ -58,12 +58,12 @@ typedef enum {
 
 typedef struct {
     wrk_delta_kind_t kind;
-    int index;              //  tool call index within the response
-    const char *text;       //  fragment / arguments / error message (NUL-terminated)
+    int index;        //  tool call index within the response
+    const char *text; //  fragment / arguments / error message (NUL-terminated)
     size_t text_len;
-    const char *id;         //  tool call id
-    const char *name;       //  tool name
-    uint64_t input_tokens;  //  USAGE
+    const char *id;        //  tool call id
+    const char *name;      //  tool name
+    uint64_t input_tokens; //  USAGE
     uint64_t output_tokens;
     uint64_t cache_tokens;
     const char *stop_reason; //  FINISH
