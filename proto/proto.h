@@ -205,6 +205,16 @@ int proto_encode (proto_buf_t *buf, proto_type_t type, uint64_t corr, const void
 //  Encode just a record (a msgpack map), as stored in LMDB values.
 int proto_record_encode (proto_buf_t *buf, const proto_rec_desc_t *rec, const void *obj);
 
+//  Like proto_encode, but the field named raw_field (a REC or REC_LIST
+//  field of the body) is written from already-encoded records: raw[0] for a
+//  REC, raw[0..nraw) as the list for a REC_LIST.  The bytes go out
+//  verbatim, so fields this build does not know survive (the store uses
+//  this to return records exactly as they were stored).  The caller vouches
+//  that each raw item is one valid msgpack map.
+int proto_encode_raw (proto_buf_t *buf, proto_type_t type, uint64_t corr,
+                      const void *body, const char *raw_field, const proto_bin_t *raw,
+                      size_t nraw);
+
 //  Shorthands for replies.
 int proto_encode_error (proto_buf_t *buf, uint64_t corr, int code, const char *message);
 int proto_encode_ok (proto_buf_t *buf, uint64_t corr);
@@ -220,6 +230,7 @@ typedef struct proto_msg {
     const proto_msg_desc_t *desc;
     void *body;     //  points to the proto_<body>_t in the zone
     void *_zone;    //  msgpack zone (internal)
+    void *_top;     //  the unpacked message (internal, in the zone)
     char _err[128]; //  detail of the last error (field name …)
 } proto_msg_t;
 
@@ -242,6 +253,11 @@ int proto_decode (proto_msg_t *msg, const void *data, size_t len);
 //  all with proto_msg_clear.  msg->type is left PROTO_NONE.
 int proto_record_decode (proto_msg_t *msg, const proto_rec_desc_t *rec, const void *data,
                          size_t len, void **out);
+
+//  Re-encode the value of body field `name` of a decoded message exactly as
+//  it arrived, unknown nested fields included, appending it to out.
+//  Returns 0, CM_E_MISSING (no such field in the message), CM_E_NOMEM.
+int proto_field_raw (const proto_msg_t *msg, const char *name, proto_buf_t *out);
 
 //  Detail of the last decode error ("field 'seq': expected U64"), "" if none.
 const char *proto_msg_error (const proto_msg_t *msg);

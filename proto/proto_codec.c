@@ -60,8 +60,14 @@ static int buf_write (void *data, const char *src, size_t len)
 /* ---------------------------------------------------------------- */
 /*  Encoding                                                         */
 
+typedef struct {
+    const char *field;
+    const proto_bin_t *items;
+    size_t count;
+} raw_override_t;
+
 static int encode_record (msgpack_packer *pk, const proto_rec_desc_t *rec,
-                          const void *obj);
+                          const void *obj, const raw_override_t *raw);
 
 //  Whether a field goes on the wire.  Optional fields at their zero value
 //  are left out: the decoder yields the same zero, and messages stay small.
@@ -172,21 +178,34 @@ static int encode_field (msgpack_packer *pk, const proto_field_desc_t *f,
         return rc;
     }
     case PROTO_T_REC:
-        return encode_record (pk, f->rec, *(const void *const *)slot);
+        return encode_record (pk, f->rec, *(const void *const *)slot, NULL);
     case PROTO_T_REC_LIST: {
         const proto_str_list_t *l = slot; //  {items, count}
         const char *items = (const char *)l->items;
         if (msgpack_pack_array (pk, l->count)) return CM_E_NOMEM;
         for (size_t i = 0; i < l->count && !rc; i++)
-            rc = encode_record (pk, f->rec, items + i * f->rec->size);
+            rc = encode_record (pk, f->rec, items + i * f->rec->size, NULL);
         return rc;
     }
     }
     return CM_E_INVALID;
 }
 
+//  Write pre-encoded records for a field (see proto_encode_raw).
+static int encode_raw (msgpack_packer *pk, const proto_field_desc_t *f,
+                       const raw_override_t *raw)
+{
+    if (f->type == PROTO_T_REC_LIST && msgpack_pack_array (pk, raw->count))
+        return CM_E_NOMEM;
+    if (f->type == PROTO_T_REC && raw->count != 1) return CM_E_INVALID;
+    for (size_t i = 0; i < raw->count; i++)
+        if (pk->callback (pk->data, (const char *)raw->items[i].data, raw->items[i].size))
+            return CM_E_NOMEM;
+    return 0;
+}
+
 static int encode_record (msgpack_packer *pk, const proto_rec_desc_t *rec,
-                          const void *obj)
+                          const void *obj, const raw_override_t *raw)
 {
     bool present[64];
     size_t count = 0;
@@ -200,6 +219,11 @@ static int encode_record (msgpack_packer *pk, const proto_rec_desc_t *rec,
             present[i] = false;
             continue;
         }
+        if (raw && strcmp (f->name, raw->field) == 0) {
+            present[i] = f->required || raw->count > 0;
+            count += present[i];
+            continue;
+        }
         rc = field_present (f, (const char *)obj + f->offset, &present[i]);
         if (rc) return rc;
         count += present[i];
@@ -211,13 +235,17 @@ static int encode_record (msgpack_packer *pk, const proto_rec_desc_t *rec,
         if (msgpack_pack_str (pk, f->name_len) ||
             msgpack_pack_str_body (pk, f->name, f->name_len))
             return CM_E_NOMEM;
-        rc = encode_field (pk, f, (const char *)obj + f->offset);
+        if (raw && strcmp (f->name, raw->field) == 0)
+            rc = encode_raw (pk, f, raw);
+        else
+            rc = encode_field (pk, f, (const char *)obj + f->offset);
         if (rc) return rc;
     }
     return 0;
 }
 
-int proto_encode (proto_buf_t *buf, proto_type_t type, uint64_t corr, const void *body)
+static int encode_message (proto_buf_t *buf, proto_type_t type, uint64_t corr,
+                           const void *body, const raw_override_t *raw)
 {
     const proto_msg_desc_t *desc = proto_msg_desc (type);
     if (!desc) return CM_E_UNKNOWN_TYPE;
@@ -229,9 +257,31 @@ int proto_encode (proto_buf_t *buf, proto_type_t type, uint64_t corr, const void
     if (msgpack_pack_array (&pk, 4) || msgpack_pack_uint32 (&pk, PROTO_VERSION) ||
         msgpack_pack_uint32 (&pk, (uint32_t)type) || msgpack_pack_uint64 (&pk, corr))
         rc = CM_E_NOMEM;
-    if (!rc) rc = encode_record (&pk, desc->body, body);
+    if (!rc) rc = encode_record (&pk, desc->body, body, raw);
     if (rc) buf->size = mark;
     return rc;
+}
+
+int proto_encode (proto_buf_t *buf, proto_type_t type, uint64_t corr, const void *body)
+{
+    return encode_message (buf, type, corr, body, NULL);
+}
+
+int proto_encode_raw (proto_buf_t *buf, proto_type_t type, uint64_t corr,
+                      const void *body, const char *raw_field, const proto_bin_t *raw,
+                      size_t nraw)
+{
+    const proto_msg_desc_t *desc = proto_msg_desc (type);
+    if (!desc) return CM_E_UNKNOWN_TYPE;
+    const proto_rec_desc_t *r = desc->body;
+    size_t i;
+    for (i = 0; i < r->field_count && strcmp (r->fields[i].name, raw_field) != 0; i++)
+        ;
+    if (i == r->field_count ||
+        (r->fields[i].type != PROTO_T_REC && r->fields[i].type != PROTO_T_REC_LIST))
+        return CM_E_INVALID;
+    raw_override_t ov = {raw_field, raw, nraw};
+    return encode_message (buf, type, corr, body, &ov);
 }
 
 int proto_record_encode (proto_buf_t *buf, const proto_rec_desc_t *rec, const void *obj)
@@ -239,7 +289,7 @@ int proto_record_encode (proto_buf_t *buf, const proto_rec_desc_t *rec, const vo
     size_t mark = buf->size;
     msgpack_packer pk;
     msgpack_packer_init (&pk, buf, buf_write);
-    int rc = encode_record (&pk, rec, obj);
+    int rc = encode_record (&pk, rec, obj, NULL);
     if (rc) buf->size = mark;
     return rc;
 }
@@ -470,6 +520,7 @@ void proto_msg_clear (proto_msg_t *msg)
 {
     if (msg->_zone) msgpack_zone_clear (msg->_zone);
     msg->body = NULL;
+    msg->_top = NULL;
     msg->desc = NULL;
     msg->type = PROTO_NONE;
 }
@@ -502,6 +553,7 @@ static int unpack (decode_ctx_t *ctx, const void *data, size_t len, msgpack_obje
     msg->corr_valid = false;
     msg->desc = NULL;
     msg->body = NULL;
+    msg->_top = NULL;
     msg->_err[0] = '\0';
 
     int rc = proto_validate (data, len);
@@ -544,6 +596,9 @@ int proto_decode (proto_msg_t *msg, const void *data, size_t len)
     if (top.type != MSGPACK_OBJECT_ARRAY || top.via.array.size < 4)
         return fail (&ctx, CM_E_INVALID,
                      "not a message: expected [version, type, corr, body]");
+    msgpack_object *kept = msgpack_zone_malloc (ctx.zone, sizeof *kept);
+    if (!kept) return CM_E_NOMEM;
+    *kept = top;
     const msgpack_object *el = top.via.array.ptr;
     if (el[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
         msg->corr = el[2].via.u64;
@@ -577,5 +632,24 @@ int proto_decode (proto_msg_t *msg, const void *data, size_t len)
         return rc;
     }
     msg->body = body;
+    msg->_top = kept;
     return 0;
+}
+
+int proto_field_raw (const proto_msg_t *msg, const char *name, proto_buf_t *out)
+{
+    const msgpack_object *top = msg->_top;
+    if (!top || !msg->body) return CM_E_MISSING;
+    const msgpack_object *body = &top->via.array.ptr[3];
+    size_t n = strlen (name);
+    for (uint32_t k = 0; k < body->via.map.size; k++) {
+        const msgpack_object_kv *kv = &body->via.map.ptr[k];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != n ||
+            memcmp (kv->key.via.str.ptr, name, n) != 0)
+            continue;
+        msgpack_packer pk;
+        msgpack_packer_init (&pk, out, buf_write);
+        return msgpack_pack_object (&pk, kv->val) ? CM_E_NOMEM : 0;
+    }
+    return CM_E_MISSING;
 }

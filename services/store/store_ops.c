@@ -216,21 +216,30 @@ static int coll_put (op_ctx_t *ctx, const collection_t *c)
                   c->rec->name, c->key_field);
         return rc;
     }
-    if ((rc = encode_value (ctx, c->rec, obj, &v))) return rc;
+    //  Store the record exactly as it came, fields this build does not
+    //  know included, so a newer peer's data survives an older store.
+    proto_buf_reset (&ctx->self->scratch);
+    if ((rc = proto_field_raw (ctx->req, ctx->req->desc->body->fields[0].name,
+                               &ctx->self->scratch)))
+        return rc;
+    v.mv_size = ctx->self->scratch.size;
+    v.mv_data = ctx->self->scratch.data;
     if ((rc = put (ctx, c->db, &k, &v))) return rc;
     return reply (ctx, PROTO_OK, NULL);
 }
 
-static int coll_lookup (op_ctx_t *ctx, const collection_t *c, MDB_val *k, void **obj)
+//  The stored value (*raw, valid until the transaction ends) and its
+//  decoded record (*obj, checked: a damaged value is never sent out).
+static int coll_lookup (op_ctx_t *ctx, const collection_t *c, MDB_val *k, void **obj,
+                        MDB_val *raw)
 {
-    MDB_val v;
-    int rc = mdb_get (ctx->txn, ctx->self->dbi[c->db], k, &v);
+    int rc = mdb_get (ctx->txn, ctx->self->dbi[c->db], k, raw);
     if (rc == MDB_NOTFOUND) {
         snprintf (ctx->err, sizeof ctx->err, "no such %s", c->rec->name);
         return CM_E_NOT_FOUND;
     }
     if (rc) return store_mdb_err (rc);
-    return decode_value (ctx, c->rec, &v, obj);
+    return decode_value (ctx, c->rec, raw, obj);
 }
 
 //  Key of a get/delete request: id_req{id} or key_get{hash}.
@@ -255,16 +264,19 @@ static int request_key (op_ctx_t *ctx, MDB_val *k)
 
 static int coll_get (op_ctx_t *ctx, const collection_t *c)
 {
-    MDB_val k;
+    MDB_val k, raw;
     void *obj;
     int rc = request_key (ctx, &k);
-    if (rc == 0) rc = coll_lookup (ctx, c, &k, &obj);
+    if (rc == 0) rc = coll_lookup (ctx, c, &k, &obj, &raw);
     if (rc) return rc;
-    //  Reply bodies with one record have exactly that one REC field.
+    //  Reply bodies with one record have exactly that one REC field; it
+    //  goes out as stored.
     const proto_rec_desc_t *body = proto_msg_desc (c->one)->body;
     reply_body_t reply_body = {{0}};
     *(void **)(reply_body.bytes + body->fields[0].offset) = obj;
-    return reply (ctx, c->one, &reply_body);
+    proto_bin_t item = {raw.mv_data, raw.mv_size};
+    return proto_encode_raw (ctx->out, c->one, ctx->req->corr, &reply_body,
+                             body->fields[0].name, &item, 1);
 }
 
 static int coll_list (op_ctx_t *ctx, const collection_t *c)
@@ -280,7 +292,9 @@ static int coll_list (op_ctx_t *ctx, const collection_t *c)
     proto_str_list_t *list =
         (proto_str_list_t *)(reply_body.bytes + body->fields[0].offset);
     bool *more = (bool *)(reply_body.bytes + body->fields[1].offset);
-    char *items = calloc (limit, c->rec->size);
+    //  Records go out as stored (values point into the map, valid until
+    //  the transaction ends; the reply is encoded before that).
+    proto_bin_t *items = calloc (limit, sizeof *items);
     if (!items) return CM_E_NOMEM;
 
     MDB_cursor *cur;
@@ -306,7 +320,8 @@ static int coll_list (op_ctx_t *ctx, const collection_t *c)
                 *more = true;
                 break;
             }
-            memcpy (items + n * c->rec->size, obj, c->rec->size);
+            items[n].data = v.mv_data;
+            items[n].size = v.mv_size;
             n++;
         }
         rc = mdb_cursor_get (cur, &k, &v, MDB_NEXT);
@@ -314,9 +329,9 @@ static int coll_list (op_ctx_t *ctx, const collection_t *c)
     mdb_cursor_close (cur);
     if (rc == MDB_NOTFOUND) rc = 0;
     if (rc == 0) {
-        list->items = (const char **)(void *)items;
-        list->count = n;
-        rc = reply (ctx, c->many, &reply_body);
+        list->count = 0; //  the raw items below replace the list
+        rc = proto_encode_raw (ctx->out, c->many, ctx->req->corr, &reply_body,
+                               body->fields[0].name, items, n);
     }
     free (items);
     return rc;
@@ -614,7 +629,8 @@ static int op_task_delete (op_ctx_t *ctx)
     const proto_id_req_t *req = ctx->req->body;
     MDB_val k = {16, (void *)req->id.b};
     proto_task_rec_t *old;
-    int rc = coll_lookup (ctx, &s_tasks, &k, (void **)&old);
+    MDB_val raw;
+    int rc = coll_lookup (ctx, &s_tasks, &k, (void **)&old, &raw);
     if (rc) return rc;
     uint8_t ikey[128];
     MDB_val ik = {task_index_key (ikey, sizeof ikey, old->state, &old->id), ikey};

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <msgpack.h>
 
 #include "cm_log.h"
 #include "store_fixture.h"
@@ -594,6 +595,69 @@ static void test_session_put_get (void **state)
     assert_non_null (strstr (msg, "no such"));
 }
 
+/*  A newer peer's record carries a field this build does not know: the
+    store must keep it and hand it back (get and list), not drop it by
+    re-encoding its own struct.  */
+static bool has_bytes (const void *hay, size_t n, const char *needle)
+{
+    return memmem (hay, n, needle, strlen (needle)) != NULL;
+}
+
+static void test_unknown_record_fields_survive (void **state)
+{
+    fx_t *fx = *state;
+    cm_uuid_t id;
+    cm_uuid7 (&id);
+    //  session.put with {session: {id, tenant, cwd, state, created_ms,
+    //  from_the_future: "kept"}} packed by hand.
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init (&sb);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array (&pk, 4);
+    msgpack_pack_uint32 (&pk, PROTO_VERSION);
+    msgpack_pack_uint32 (&pk, PROTO_STORE_SESSION_PUT);
+    msgpack_pack_uint64 (&pk, 777);
+    msgpack_pack_map (&pk, 1);
+    msgpack_pack_str_with_body (&pk, "session", 7);
+    msgpack_pack_map (&pk, 6);
+    msgpack_pack_str_with_body (&pk, "id", 2);
+    msgpack_pack_bin_with_body (&pk, id.b, 16);
+    msgpack_pack_str_with_body (&pk, "tenant", 6);
+    msgpack_pack_str_with_body (&pk, "acme", 4);
+    msgpack_pack_str_with_body (&pk, "cwd", 3);
+    msgpack_pack_str_with_body (&pk, "/w", 2);
+    msgpack_pack_str_with_body (&pk, "state", 5);
+    msgpack_pack_str_with_body (&pk, "ready", 5);
+    msgpack_pack_str_with_body (&pk, "created_ms", 10);
+    msgpack_pack_uint64 (&pk, 1);
+    msgpack_pack_str_with_body (&pk, "from_the_future", 15);
+    msgpack_pack_str_with_body (&pk, "kept", 4);
+    fx_add_raw (fx, sb.data, sb.size);
+    fx_run (fx);
+    assert_int_equal (fx_reply (fx, 0)->type, PROTO_OK);
+    msgpack_sbuffer_destroy (&sb);
+
+    proto_id_req_t get = {.id = id};
+    fx_add (fx, PROTO_STORE_SESSION_GET, &get);
+    proto_list_req_t list = {.tenant = "acme"};
+    fx_add (fx, PROTO_STORE_SESSION_LIST, &list);
+    fx_run (fx);
+    for (size_t i = 0; i < 2; i++) {
+        const char *reply = fx->replies.data + fx->batch[i].reply_off;
+        assert_true (has_bytes (reply, fx->batch[i].reply_len, "from_the_future"));
+        assert_true (has_bytes (reply, fx->batch[i].reply_len, "kept"));
+    }
+    //  And the reply still decodes as this build knows it.
+    proto_session_reply_t *rep = proto_body (fx_reply (fx, 0), session_reply);
+    assert_non_null (rep);
+    assert_string_equal (rep->session->tenant, "acme");
+    proto_sessions_reply_t *page = proto_body (fx_reply (fx, 1), sessions_reply);
+    assert_non_null (page);
+    assert_int_equal (page->sessions.count, 1);
+    assert_string_equal (page->sessions.items[0].state, "ready");
+}
+
 static void test_session_list_paging (void **state)
 {
     fx_t *fx = *state;
@@ -1124,6 +1188,7 @@ int main (void)
 #define T(name) cmocka_unit_test_setup_teardown (name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T (test_append_acks_last_seq),
+        T (test_unknown_record_fields_survive),
         T (test_append_resend_is_idempotent),
         T (test_append_gap_refused),
         T (test_append_refuses_bad_events),

@@ -1,0 +1,235 @@
+/*  sess_spine.c - the event spine (see sess.h): seq, append, publish on ack.
+
+    Per session at most one events.append is in flight; events emitted
+    meanwhile wait in the session's queue and go together in the next one,
+    so a busy session's appends grow with the store's round trip (the
+    batching the store benchmark measures).  The session record is written
+    after the events it describes are acknowledged, so a record never
+    claims a seq the store does not hold.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cm_log.h"
+#include "cm_time.h"
+#include "sess.h"
+
+//  Offsets of the head fields every event record starts with.
+typedef struct {
+    size_t session, seq, ts, turn;
+} head_t;
+
+static int event_head (const proto_msg_desc_t *d, head_t *h)
+{
+    const proto_rec_desc_t *r = d->body;
+    if (d->family != PROTO_FAMILY_EVENT || r->field_count < 4) return CM_E_INVALID;
+    //  PROTO_EVENT_HEAD puts them first, in this order (checked once here).
+    if (strcmp (r->fields[0].name, "session") || strcmp (r->fields[1].name, "seq") ||
+        strcmp (r->fields[2].name, "ts") || strcmp (r->fields[3].name, "turn"))
+        return CM_E_INVALID;
+    *h = (head_t){r->fields[0].offset, r->fields[1].offset, r->fields[2].offset,
+                  r->fields[3].offset};
+    return 0;
+}
+
+static uint64_t enqueue (sess_server_t *self, sess_session_t *s, proto_type_t type,
+                         void *body)
+{
+    head_t h;
+    if (event_head (proto_msg_desc (type), &h)) {
+        cm_error ("not an event type: %s", proto_type_name (type));
+        return 0;
+    }
+    if (s->queued >= SESS_QUEUE_MAX) {
+        cm_error ("session event queue full (%d): the store is not keeping up",
+                  SESS_QUEUE_MAX);
+        return 0;
+    }
+    uint64_t seq = s->next_seq;
+    char *b = body;
+    memcpy (b + h.session, &s->rec.id, sizeof (cm_uuid_t));
+    memcpy (b + h.seq, &seq, sizeof seq);
+    int64_t ts = cm_time_ms ();
+    memcpy (b + h.ts, &ts, sizeof ts);
+
+    proto_buf_reset (&self->buf);
+    int rc = proto_encode (&self->buf, type, 0, body);
+    if (rc) {
+        cm_error ("cannot encode event %s: %s", proto_type_name (type), cm_strerror (rc));
+        return 0;
+    }
+    sess_event_t *e = malloc (sizeof *e + self->buf.size);
+    if (!e) return 0;
+    e->seq = seq;
+    e->size = self->buf.size;
+    e->next = NULL;
+    memcpy (e->data, self->buf.data, self->buf.size);
+    if (s->queue_tail)
+        s->queue_tail->next = e;
+    else
+        s->queue = e;
+    s->queue_tail = e;
+    s->queued++;
+    s->next_seq++;
+    sess_spine_flush (self, s);
+    return seq;
+}
+
+uint64_t sess_emit (sess_server_t *self, sess_session_t *s, proto_type_t type, void *body)
+{
+    return enqueue (self, s, type, body);
+}
+
+//  Events a worker produced: only the kinds a turn may emit, decoded (so
+//  nothing malformed reaches the store or the clients), head replaced.
+uint64_t sess_emit_encoded (sess_server_t *self, sess_session_t *s, const cm_uuid_t *turn,
+                            const void *data, size_t size, int *err)
+{
+    proto_msg_t msg;
+    proto_msg_init (&msg);
+    *err = proto_decode (&msg, data, size);
+    uint64_t seq = 0;
+    if (*err == 0) {
+        switch (msg.type) {
+        case PROTO_EV_AGENT_MESSAGE:
+        case PROTO_EV_AGENT_THOUGHT:
+        case PROTO_EV_TOOL_CALL:
+        case PROTO_EV_TOOL_CALL_UPDATE:
+        case PROTO_EV_PLAN:
+        case PROTO_EV_USAGE:
+        case PROTO_EV_POLICY: {
+            head_t h;
+            event_head (msg.desc, &h);
+            memcpy ((char *)msg.body + h.turn, turn, sizeof *turn);
+            seq = enqueue (self, s, msg.type, msg.body);
+            if (!seq) *err = CM_E_CAPACITY;
+            break;
+        }
+        default:
+            *err = CM_E_FORBIDDEN;
+        }
+    }
+    proto_msg_fini (&msg);
+    return seq;
+}
+
+static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *reply);
+static void on_put (sess_server_t *self, void *arg, int rc, proto_msg_t *reply);
+
+//  Continuations carry the session id, not the pointer: the session may be
+//  gone (deleted) when the answer comes.
+static cm_uuid_t *id_arg (const sess_session_t *s)
+{
+    cm_uuid_t *id = malloc (sizeof *id);
+    if (id) *id = s->rec.id;
+    return id;
+}
+
+static void put_record (sess_server_t *self, sess_session_t *s)
+{
+    if (s->put_inflight || !s->dirty) return;
+    s->dirty = false;
+    s->rec.last_seq = s->acked_seq;
+    s->rec.updated_ms = cm_time_ms ();
+    proto_session_put_t put = {.session = &s->rec};
+    cm_uuid_t *id = id_arg (s);
+    if (id && sess_store_call (self, PROTO_STORE_SESSION_PUT, &put, on_put, id) == 0)
+        s->put_inflight = true;
+    else {
+        free (id);
+        s->dirty = true;
+    }
+}
+
+void sess_mark_dirty (sess_server_t *self, sess_session_t *s)
+{
+    s->dirty = true;
+    //  With events waiting, the record goes after their ack; otherwise now.
+    if (!s->queue) put_record (self, s);
+}
+
+void sess_spine_flush (sess_server_t *self, sess_session_t *s)
+{
+    if (s->inflight_last) return;
+    if (!s->queue) {
+        put_record (self, s);
+        return;
+    }
+    proto_bin_t items[SESS_APPEND_MAX];
+    size_t n = 0;
+    for (sess_event_t *e = s->queue; e && n < SESS_APPEND_MAX; e = e->next, n++)
+        items[n] = (proto_bin_t){e->data, e->size};
+    proto_events_append_t req = {
+        .session = s->rec.id, .first_seq = s->queue->seq, .events = {items, n}};
+    cm_uuid_t *id = id_arg (s);
+    if (!id || sess_store_call (self, PROTO_STORE_EVENTS_APPEND, &req, on_appended, id)) {
+        free (id);
+        return; //  the next emit or tick tries again
+    }
+    s->inflight_last = s->queue->seq + n - 1;
+}
+
+static void publish (sess_server_t *self, const sess_session_t *s, const sess_event_t *e)
+{
+    char topic[2 + CM_UUID_STR_LEN + 1];
+    char id[CM_UUID_STR_LEN];
+    size_t n =
+        (size_t)snprintf (topic, sizeof topic, "s/%s/", cm_uuid_fmt (&s->rec.id, id));
+    //  PUB never blocks: a slow subscriber drops at its HWM and repairs the
+    //  gap from the store by seq.
+    if (zmq_send (self->pub, topic, n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send (self->pub, e->data, e->size, ZMQ_DONTWAIT) < 0)
+        cm_debug ("publish of seq %llu dropped", (unsigned long long)e->seq);
+}
+
+static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
+{
+    cm_uuid_t *id = arg;
+    sess_session_t *s = sess_lookup (self, id);
+    free (id);
+    if (!s) return;
+    if (rc) {
+        //  A refused append (gap, full store) is retried by the tick; the
+        //  events stay queued and unpublished, in order.
+        cm_error ("append refused (%s); will retry", cm_strerror (rc));
+        s->inflight_last = 0;
+        return;
+    }
+    proto_appended_t *ack = proto_body (reply, appended);
+    uint64_t last = ack ? ack->last_seq : 0;
+    while (s->queue && s->queue->seq <= last) {
+        sess_event_t *e = s->queue;
+        publish (self, s, e);
+        s->queue = e->next;
+        if (!s->queue) s->queue_tail = NULL;
+        s->queued--;
+        free (e);
+    }
+    if (last > s->acked_seq) s->acked_seq = last;
+    s->inflight_last = 0;
+    sess_turn_on_acked (self, s);
+    sess_spine_flush (self, s);
+}
+
+static void on_put (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
+{
+    cm_uuid_t *id = arg;
+    sess_session_t *s = sess_lookup (self, id);
+    free (id);
+    if (!s) return;
+    s->put_inflight = false;
+    if (rc) s->dirty = true;
+    if (s->dirty && !s->queue) put_record (self, s);
+}
+
+void sess_set_state (sess_server_t *self, sess_session_t *s, const char *state,
+                     const char *reason)
+{
+    if (s->rec.state && strcmp (s->rec.state, state) == 0) return;
+    sess_dup_str (&s->rec.state, state);
+    proto_ev_state_t ev = {.state = state, .reason = reason};
+    if (s->turn.state != TURN_NONE) ev.turn = s->turn.id;
+    sess_emit (self, s, PROTO_EV_STATE, &ev);
+    sess_mark_dirty (self, s);
+}
