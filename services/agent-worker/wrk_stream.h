@@ -25,12 +25,39 @@
     tool_use, stop_sequence, pause_turn, refusal (OpenAI: stop -> end_turn,
     length -> max_tokens, tool_calls -> tool_use, content_filter -> refusal).
     For OpenAI, whose stream has no per-call end, TOOL_END for every call
-    comes (in index order) just before FINISH.
+    comes (in index order) just before FINISH, and both are delivered at
+    `data: [DONE]`: the usage chunk comes after the finish_reason chunk, so
+    waiting for [DONE] is what lets USAGE reach the caller before FINISH.
+    A body that ends after a finish_reason but without [DONE] is completed
+    by wrk_stream_end (some servers and proxies drop the trailer).  OpenAI
+    calls are numbered by their wire index; Anthropic calls 0, 1, ... in the
+    order their tool_use blocks start (text and thinking blocks not counted).
+    An OpenAI call with no id gets "call_<index>"; a server that says "stop"
+    after making tool calls finishes with tool_use.  Reasoning text from
+    compatible servers (delta.reasoning_content or delta.reasoning) is
+    THINKING.
+
+    USAGE: input_tokens is the whole prompt, cached part included (OpenAI's
+    prompt_tokens; Anthropic's input_tokens + cache_read_input_tokens +
+    cache_creation_input_tokens), cache_tokens the part read from the cache
+    (prompt_tokens_details.cached_tokens / cache_read_input_tokens).
+    Anthropic sends USAGE at message_start and at message_delta, OpenAI with
+    each chunk that carries usage.
+
+    ERROR ends the response like FINISH; nothing after either is decoded.
+    retryable is set for overloaded_error, api_error, rate_limit_error,
+    timeout_error, OpenAI's rate_limit_exceeded / server_error, and a
+    numeric code of 429 or 5xx.  In a delta, strings that do not apply to
+    its kind are "" (never NULL).  Anthropic redacted_thinking and server
+    tool blocks are skipped (no delta kind carries them yet).
 
     Malformed input (bad JSON in a data line, a fragment for a tool call
     that never started, arguments that are not a JSON object, too many
     calls, a stream that ends before [DONE]/message_stop) is an error code
-    with a message for a person (wrk_stream_error), never a crash.
+    with a message for a person (wrk_stream_error), never a crash.  Limits
+    (too many calls, arguments, an id or name, or an event too long) are
+    CM_E_TOO_LARGE; everything else malformed is CM_E_UPSTREAM.  After an
+    error every later feed/end returns the same code.
 */
 #ifndef WRK_STREAM_H
 #define WRK_STREAM_H
@@ -42,6 +69,7 @@
 #define WRK_STREAM_MAX_EVENT (1u << 20) //  one SSE event
 #define WRK_STREAM_MAX_ARGS  (1u << 20) //  one tool call's arguments
 #define WRK_STREAM_MAX_CALLS 64         //  tool calls in one response
+#define WRK_STREAM_MAX_ID    256        //  a tool call's id, and its name
 
 typedef enum { WRK_API_OPENAI, WRK_API_ANTHROPIC } wrk_api_t;
 
@@ -85,7 +113,9 @@ void wrk_stream_destroy (wrk_stream_t **self_p);
 int wrk_stream_feed (wrk_stream_t *self, const char *bytes, size_t len);
 
 //  The body ended.  Returns 0 if the stream was complete (FINISH was
-//  delivered, or an ERROR was), CM_E_UPSTREAM if it was cut short.
+//  delivered, or an ERROR was), CM_E_UPSTREAM if it was cut short.  For an
+//  OpenAI body that had a finish_reason but no [DONE] this delivers the
+//  TOOL_ENDs and FINISH, so it may also return what feed can.
 int wrk_stream_end (wrk_stream_t *self);
 
 //  Message for the last error, "" if none.

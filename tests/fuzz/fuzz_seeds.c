@@ -1,5 +1,6 @@
 /*  fuzz_seeds.c - corral-fuzz-seeds DIR: write one encoded message per
-    catalogue type into DIR, as a starting corpus for fuzz_proto_decode.
+    catalogue type into DIR, and a streamed body per model API, as the
+    starting corpus the fuzz targets share.
     Bodies carry every field (required and optional) with small values.
 */
 #include <stdio.h>
@@ -111,5 +112,48 @@ int main (int argc, char **argv)
         free_all ();
     }
     proto_buf_fini (&buf);
+
+    //  Model streams for fuzz_sse_stream (its first byte picks the API).
+    static const struct {
+        const char *name, *body;
+    } streams[] = {
+        {"sse-openai",
+         "\x00data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n"
+         "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+         "\"id\":\"c1\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"pa\"}}]}}]}\n\n"
+         "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+         "\"function\":{\"arguments\":\"th\\\":\\\"a\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n"
+         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n"
+         "data: [DONE]\n\n"},
+        {"sse-anthropic",
+         "\x01event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+         "{\"input_tokens\":5}}}\n\n"
+         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+         "\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n"
+         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+         "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}\n\n"
+         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,"
+         "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"grep\",\"input\":{}}}\n\n"
+         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,"
+         "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"pattern\\\":\\\"x\\\"}\"}}\n\n"
+         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+         "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+         "\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n"
+         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"},
+    };
+    for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
+        char path[4096];
+        snprintf (path, sizeof path, "%s/%s", argv[1], streams[i].name);
+        FILE *f = fopen (path, "wb");
+        //  The leading selector byte may be NUL: write it explicitly.
+        const char *b = streams[i].body;
+        size_t len = 1 + strlen (b + 1);
+        if (!f || fwrite (b, 1, len, f) != len || fclose (f) != 0) {
+            perror (path);
+            return 1;
+        }
+    }
     return 0;
 }
