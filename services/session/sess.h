@@ -38,16 +38,19 @@
 #include "cm_map.h"
 #include "proto.h"
 
-#define SESS_MAX_ROOTS      16
-#define SESS_APPEND_MAX     1024  //  events in one append request
-#define SESS_QUEUE_MAX      65536 //  events buffered per session before refusing
-#define SESS_STORE_TIMEOUT  2000  //  ms before a store call is resent
-#define SESS_HEARTBEAT_MS   1000
-#define SESS_HEARTBEAT_DEAD 3     //  missed beats
-#define SESS_DISPATCH_WAIT  30000 //  ms a prompt waits for a free worker
-#define SESS_CANCEL_GRACE   5000  //  ms a worker has to confirm a cancel
-#define SESS_ID_MAX         256   //  bytes of a routing id we keep
-#define SESS_SCAN_PAGE      1000  //  records per page of the startup scan
+#define SESS_MAX_ROOTS         16
+#define SESS_APPEND_MAX        1024  //  events in one append request
+#define SESS_QUEUE_MAX         65536 //  events buffered per session before refusing
+#define SESS_STORE_TIMEOUT     2000  //  ms before a store call is resent
+#define SESS_HEARTBEAT_MS      1000
+#define SESS_HEARTBEAT_DEAD_MS 2500 //  silence after which a worker is dead
+//  Why 2.5 s and not 3 x 1 s: a turn of a killed worker must end within
+//  3 s (the sessions issue); with beats every second and any message
+//  counting as one, 2.5 s of silence is two and a half missed beats.
+#define SESS_DISPATCH_WAIT 30000 //  ms a prompt waits for a free worker
+#define SESS_CANCEL_GRACE  5000  //  ms a worker has to confirm a cancel
+#define SESS_ID_MAX        256   //  bytes of a routing id we keep
+#define SESS_SCAN_PAGE     1000  //  records per page of the startup scan
 
 typedef struct sess_server sess_server_t;
 typedef struct sess_session sess_session_t;
@@ -239,7 +242,7 @@ void sess_turn_clear (sess_turn_t *t);
 void sess_worker_on_message (sess_server_t *self, const uint8_t *id, size_t id_len,
                              proto_msg_t *msg);
 sess_worker_t *sess_worker_pick (sess_server_t *self, const char *prefer);
-void sess_workers_tick (sess_server_t *self, int64_t now);
+void sess_workers_tick (sess_server_t *self, int64_t now, bool beat);
 void sess_workers_fini (sess_server_t *self);
 
 /* ---- sess_permissions.c ----------------------------------------- */

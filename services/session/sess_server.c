@@ -206,12 +206,11 @@ int sess_server_run (sess_config_t *cfg)
         if (now - last_tick >= 100) {
             last_tick = now;
             sess_store_tick (self, now);
+            bool beat = now - last_beat >= SESS_HEARTBEAT_MS;
+            if (beat) last_beat = now;
+            sess_workers_tick (self, now, beat);
             sess_turns_tick (self, now);
-        }
-        if (now - last_beat >= SESS_HEARTBEAT_MS) {
-            last_beat = now;
-            sess_workers_tick (self, now);
-            spine_retry (self);
+            if (beat) spine_retry (self);
         }
     }
     cm_info ("corral-session stopping");

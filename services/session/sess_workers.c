@@ -2,7 +2,7 @@
 
     A worker announces itself with READY (id, capacity) and then beats every
     second; we beat back.  Any message counts as a beat.  A worker silent for
-    SESS_HEARTBEAT_DEAD beats is dead: its turns end worker_lost (never
+    SESS_HEARTBEAT_DEAD_MS (2.5 s) is dead: its turns end worker_lost (never
     resent: they have side effects) and it leaves the registry.  A message
     from a worker we do not know (we restarted) gets DISCONNECT, and the
     worker announces itself again.
@@ -97,14 +97,16 @@ sess_worker_t *sess_worker_pick (sess_server_t *self, const char *prefer)
     return best;
 }
 
-void sess_workers_tick (sess_server_t *self, int64_t now)
+void sess_workers_tick (sess_server_t *self, int64_t now, bool beat)
 {
+    //  Liveness is checked on every tick (100 ms), so a dead worker's turns
+    //  end within 3 s of its last sign of life; beats go out every second.
     sess_worker_t *w = self->workers;
     while (w) {
         sess_worker_t *next = w->next;
-        if (now - w->last_seen_ms > SESS_HEARTBEAT_MS * SESS_HEARTBEAT_DEAD)
+        if (now - w->last_seen_ms > SESS_HEARTBEAT_DEAD_MS)
             remove_worker (self, w, "missed its heartbeats");
-        else
+        else if (beat)
             sess_send_worker (self, w, PROTO_W_HEARTBEAT, NULL);
         w = next;
     }

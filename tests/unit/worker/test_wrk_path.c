@@ -66,7 +66,8 @@ static bool s_exists (const char *rel)
 {
     char path[PATH_MAX];
     struct stat st;
-    if ((size_t)snprintf (path, sizeof path, "%s/%s", s_base, rel) >= sizeof path) return false;
+    if ((size_t)snprintf (path, sizeof path, "%s/%s", s_base, rel) >= sizeof path)
+        return false;
     return lstat (path, &st) == 0;
 }
 

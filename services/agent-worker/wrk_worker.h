@@ -1,0 +1,140 @@
+/*  wrk_worker.h - corral-worker: runs agent turns for the session service.
+
+    One process, one epoll loop (wrk_server.c), many turns at once:
+      - the session socket (a DEALER; its ZMQ_FD, dup'ed, is edge-triggered,
+        so every wake-up drains while ZMQ_EVENTS says POLLIN),
+      - libcurl's sockets for model calls (wrk_http),
+      - command pipes and pidfds (wrk_exec),
+      - timers: curl's, command deadlines, the 1 s heartbeat.
+
+    A turn (wrk_turn.c) is the built-in agent loop: call the model with the
+    conversation and the tools; stream its text and thinking as events;
+    when it asks for tools, run them one by one - asking the session for
+    permission where the mode says so - and send the results back; repeat
+    until the model stops, a limit is hit, the turn is cancelled or fails.
+    Whatever happens, the turn ends with exactly one TURN_DONE or
+    TURN_FAILED that carries the new conversation messages, repaired so
+    that every tool call has a result (the next model call is valid).
+
+    Worker protocol (DESIGN §3): READY on connect, HEARTBEAT every second
+    both ways; a session silent for 3 s is presumed gone and the socket is
+    rebuilt; DISCONNECT from the session means "announce yourself again".
+*/
+#ifndef WRK_WORKER_H
+#define WRK_WORKER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cm_id.h"
+#include "proto.h"
+#include "wrk_conv.h"
+#include "wrk_cost.h"
+#include "wrk_exec.h"
+#include "wrk_http.h"
+#include "wrk_loop.h"
+#include "wrk_path.h"
+#include "wrk_tools.h"
+
+#define WRK_HEARTBEAT_MS   1000
+#define WRK_HEARTBEAT_DEAD 3
+#define WRK_MAX_TURNS      100000
+
+typedef struct {
+    char *endpoint;
+    char *worker_id;
+    int64_t capacity;
+    char *openai_base_url, *openai_api_key;
+    char *anthropic_base_url, *anthropic_api_key;
+    char *prices;
+    int64_t max_model_calls;
+    int64_t max_tokens;
+    int64_t thinking_budget;
+    int64_t stall_ms;
+    int64_t max_attempts;
+    char *log_level;
+} wrk_config_t;
+
+typedef struct wrk_server wrk_server_t;
+typedef struct wrk_turn wrk_turn_t;
+
+typedef enum {
+    TURN_CALLING,   //  a model call is streaming
+    TURN_TOOLS,     //  between tools (transient)
+    TURN_WAIT_PERM, //  a tool waits for a person's answer
+    TURN_EXEC,      //  run_command is running
+    TURN_FINISHED,  //  the final message went out
+} wrk_turn_state_t;
+
+//  epoll tag for a turn's command fds.
+typedef struct {
+    wrk_tag_t tag;
+    wrk_turn_t *turn;
+} wrk_exec_tag_t;
+
+struct wrk_turn {
+    wrk_server_t *server;
+    cm_uuid_t id, session;
+    char *backend, *model, *mode, *cwd;
+    char *roots[WRK_PATH_MAX_ROOTS];
+    wrk_scope_t scope;
+    json_t *conv; //  whole conversation; new messages start at `from`
+    size_t from;
+    json_t *results; //  tool results of the current round (array of blocks)
+    json_t *allow;   //  "tool:target" strings allowed always
+    wrk_turn_state_t state;
+    int64_t max_calls, calls;
+    wrk_call_t *call;
+    wrk_reply_t *reply;
+    size_t tool_index; //  next tool of the current reply
+    char perm_id[32];
+    unsigned perm_seq;
+    wrk_exec_t *exec;
+    wrk_exec_tag_t exec_tag;
+    int exec_fds[2];
+    char exec_call_id[WRK_CONV_MAX_ID + 1];
+    wrk_usage_t usage;
+    bool cancelled;
+    wrk_turn_t *next;
+};
+
+struct wrk_server {
+    wrk_config_t *cfg;
+    int epfd;
+    void *sock;
+    int zfd; //  dup of ZMQ_FD, registered in epfd
+    wrk_tag_t zmq_tag, stop_tag;
+    wrk_http_t *http;
+    wrk_prices_t *prices;
+    char **env;    //  scrubbed environment for commands
+    json_t *tools; //  schema offered to models
+    wrk_turn_t *turns;
+    size_t nturns;
+    wrk_turn_t *dead; //  finished, freed after the current event batch
+    int64_t last_heard_ms, last_beat_ms;
+    proto_buf_t buf;
+    proto_msg_t msg;
+    uint64_t orphans_reaped;
+};
+
+/* ---- wrk_server.c ---- */
+int wrk_server_run (wrk_config_t *cfg);
+//  Send a message to the session service (dropped with a warning if the
+//  connection is down; the session ends turns it stops hearing about).
+int wrk_send (wrk_server_t *self, proto_type_t type, const void *body);
+//  Send an event of a turn: the event's head fields are the session's.
+int wrk_send_event (wrk_server_t *self, wrk_turn_t *t, proto_type_t type, void *body);
+
+/* ---- wrk_turn.c ---- */
+void wrk_turn_start (wrk_server_t *self, const proto_w_turn_t *req);
+void wrk_turn_cancel (wrk_server_t *self, const cm_uuid_t *id);
+void wrk_turn_permission (wrk_server_t *self, const proto_w_perm_answer_t *ans);
+void wrk_turn_on_exec (wrk_turn_t *t);
+int64_t wrk_turns_next_deadline (wrk_server_t *self);
+void wrk_turns_tick (wrk_server_t *self, int64_t now);
+void wrk_turns_fini (wrk_server_t *self);
+//  Free turns that finished during the last batch of events.
+void wrk_turns_reap (wrk_server_t *self);
+
+#endif
