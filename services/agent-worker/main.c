@@ -39,6 +39,10 @@ static const cm_cfg_opt_t s_opts[] = {
          "model calls in one turn at most", 1, 10000, NULL, false),
     OPT ("max-tokens", CM_CFG_INT, max_tokens, "8192",
          "tokens one model call may generate", 256, 1000000, NULL, false),
+    OPT (
+        "max-turn-tokens", CM_CFG_INT, max_turn_tokens, "0",
+        "tokens (input + output) one turn may use over all its model calls; 0 = no limit",
+        0, INT64_MAX, NULL, false),
     OPT ("thinking-budget", CM_CFG_INT, thinking_budget, "0",
          "Anthropic extended thinking budget (0 = off)", 0, 1000000, NULL, false),
     OPT ("model-stall", CM_CFG_MS, stall_ms, "60s",

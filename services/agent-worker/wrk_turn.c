@@ -285,6 +285,14 @@ static void on_call_done (void *arg, int rc, int status, bool retryable,
     if (wrk_reply_message (t->reply, &msg) == 0 && msg)
         json_array_append_new (t->conv, msg);
     const char *stop = wrk_reply_stop_reason (t->reply);
+    int64_t cap = t->server->cfg->max_turn_tokens;
+    if (cap > 0 && t->usage.input_tokens + t->usage.output_tokens >= (uint64_t)cap) {
+        //  The turn's token budget is spent: stop cleanly; a tool call the
+        //  model just asked for gets a result saying why.
+        close_round (t, "not run: the turn reached its token limit");
+        finish (t, "max_tokens", 0, NULL, false);
+        return;
+    }
     if (wrk_reply_tool_count (t->reply) == 0) {
         finish (t, stop && *stop && strcmp (stop, "tool_use") ? stop : "end_turn", 0,
                 NULL, false);

@@ -50,6 +50,7 @@ typedef struct {
     char *prices;
     int64_t max_model_calls;
     int64_t max_tokens;
+    int64_t max_turn_tokens; //  input + output over a whole turn; 0 = no limit
     int64_t thinking_budget;
     int64_t stall_ms;
     int64_t max_attempts;

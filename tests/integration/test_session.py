@@ -40,7 +40,8 @@ def main():
             argv = [session_bin, "--data-dir", tmp + "/data", "--store-endpoint", ep["store"],
                     "--session-endpoint", ep["client"], "--worker-endpoint", ep["worker"],
                     "--events-endpoint", ep["events"], "--workspace-roots", tmp + "/ws",
-                    "--permission-timeout", "3s"]
+                    "--permission-timeout", "3s",
+                    "--max-sessions-per-tenant", "3"]
         procs[name] = subprocess.Popen(argv, stderr=logs[name], env=env)
 
     try:
@@ -73,6 +74,14 @@ def main():
         r = client.call(SESSION_LOAD, {"tenant": "t2", "id": sid})
         check(r[1] == ERROR and r[3]["code"] == E_NOT_FOUND, "another tenant cannot load it")
 
+        # -- per-tenant limit (the session service runs with 3 per tenant)
+        made = [client.call(SESSION_NEW, {"tenant": "t9", "cwd": "t9-%d" % i}) for i in range(3)]
+        r = client.call(SESSION_NEW, {"tenant": "t9", "cwd": "t9-x"})
+        check(all(m[1] == SESSION for m in made) and r[1] == ERROR and r[3]["code"] == -4,
+              "past the per-tenant limit session.new answers capacity")
+        check(r[3].get("retryable") is True and "close one" in r[3]["message"],
+              "with a message saying what to do")
+
         w1 = Worker(ep["worker"], "w1")
         time.sleep(0.3)
         w1.pump()
@@ -96,10 +105,13 @@ def main():
               "the prompt is answered end_turn when the turn ends")
         last_seq = r[3]["last_seq"]
         published = []
+        mine = b"s/%s/" % str(uuid.UUID(bytes=sid)).encode()
         while sub.poll(200):
             topic, data = sub.recv_multipart()
-            check(topic == b"s/%s/" % str(uuid.UUID(bytes=sid)).encode(), "topic names the session")
-            published.append(data)
+            if topic == mine:
+                published.append(data)
+            else:  # other sessions' events carry their own id
+                check(unpack(data)[3]["session"] != sid, "a topic names its session")
         seqs = [unpack(d)[3]["seq"] for d in published]
         check(seqs == list(range(1, last_seq + 1)), "PUB delivered seqs 1..%d in order (got %s)" % (last_seq, seqs))
         stored = store.call(STORE_EVENTS_RANGE, {"session": sid, "after_seq": 0})[3]["events"]
@@ -159,6 +171,17 @@ def main():
         a = w1.expect(W_PERM_ANSWER)[3]
         check(a["request_id"] == "p2" and a["kind"] == "allow_always",
               "allow-always answers the same tool and target at once")
+        # no answer before the deadline (3 s here): refused
+        w1.send(W_PERM_REQ, {"turn": t2["turn"], "request_id": "p3", "tool_call_id": "c3",
+                             "title": "Run rm", "target": "rm -rf x", "tool": "run_command",
+                             "options": opts})
+        t0 = time.time()
+        a = w1.expect(W_PERM_ANSWER, timeout=8)[3]
+        check(a["request_id"] == "p3" and a["kind"] == "reject_once" and 2.5 < time.time() - t0 < 5,
+              "an unanswered request is refused at its deadline (%.1fs)" % (time.time() - t0))
+        resolved = [unpack(d)[3] for d in store.call(STORE_EVENTS_RANGE, {"session": sid, "after_seq": 0})[3]["events"]
+                    if unpack(d)[1] == 211]
+        check(resolved[-1]["outcome"] == "timed_out", "and a timed_out resolution is recorded")
         r = client.call(SESSION_CANCEL, {"tenant": "t1", "id": sid}, pump=w1.pump)
         check(r[1] == OK, "cancel is accepted")
         w1.expect(W_CANCEL)

@@ -290,6 +290,19 @@ def main():
         time.sleep(2.5)  # workers notice the new session service and re-announce
         r = run(sid, "hello again", "k-after")
         check(r[3]["stop_reason"] == "end_turn", "the next prompt works after the restart")
+
+        # -- a per-turn token limit: the worker stops the turn cleanly
+        svc.kill("worker1", signal.SIGTERM)
+        svc.kill("worker2", signal.SIGTERM)
+        svc.start("worker3", worker_args + ["--max-turn-tokens", "1"])
+        time.sleep(1.0)
+        lim = new_session("auto", "proj-limit")
+        r = run(lim["id"], "write the file", "lim1")
+        check(r[3]["stop_reason"] == "max_tokens", "a turn over its token limit ends max_tokens")
+        check(not os.path.exists(lim["cwd"] + "/hello.txt"), "and the tool it asked for did not run")
+        conv = store.call(STORE_MESSAGES_GET, {"session": lim["id"]})[3]["messages"]
+        res = [b for m in conv for b in json.loads(m)["content"] if b["type"] == "tool_result"]
+        check(res and "token limit" in res[-1]["content"], "the call has a result saying why")
         print("turn integration: all checks passed", flush=True)
         return 0
     except (AssertionError, SystemExit, KeyError, IndexError) as e:
