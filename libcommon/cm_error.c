@@ -3,6 +3,8 @@
     Everything is generated from the CM_ERRORS table, so adding a row there
     is the only change a new code needs.
 */
+#include <stdarg.h>
+#include <stdio.h>
 #include "cm_error.h"
 
 #include <stddef.h>
@@ -53,4 +55,15 @@ int cm_errcode (const char *name)
     for (size_t i = 0; i < S_ERROR_COUNT; i++)
         if (strcmp (s_errors[i].name, name) == 0) return -s_errors[i].value;
     return 0;
+}
+
+int cm_err_set (char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list args;
+        va_start (args, fmt);
+        vsnprintf (err, errlen, fmt, args);
+        va_end (args);
+    }
+    return code;
 }

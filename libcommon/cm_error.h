@@ -11,6 +11,8 @@
 #ifndef CM_ERROR_H
 #define CM_ERROR_H
 
+#include <stddef.h>
+
 #define CM_ERRORS(X)                                                                    \
     X (CM_E_INVALID, 1, "invalid",                                                      \
        "the request is malformed or a value is out of range")                           \
@@ -64,5 +66,11 @@ const char *cm_strerror (int code);
 
 //  Code for a short name, or 0 if the name is not in the table.
 int cm_errcode (const char *name);
+
+//  Write a message for a person into err (errlen bytes; either may be
+//  NULL/0) and return code, so a failure reads: return cm_err_set (err,
+//  errlen, CM_E_INVALID, "field %s ...", name);
+int cm_err_set (char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
 
 #endif

@@ -10,20 +10,6 @@
 
 #include "cm_error.h"
 
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list args;
-        va_start (args, fmt);
-        vsnprintf (err, errlen, fmt, args);
-        va_end (args);
-    }
-    return code;
-}
-
 //  Put "<prefix>: " in front of the message already in err.
 static int s_prefix (char *err, size_t errlen, int code, const char *prefix)
 {
@@ -84,16 +70,17 @@ static int s_check_str (const json_t *obj, const char *key, bool required, bool 
 {
     const json_t *v = json_object_get (obj, key);
     if (!v)
-        return required
-                   ? s_msg (err, errlen, CM_E_MISSING, "%s: missing \"%s\"", where, key)
-                   : 0;
+        return required ? cm_err_set (err, errlen, CM_E_MISSING, "%s: missing \"%s\"",
+                                      where, key)
+                        : 0;
     if (!json_is_string (v))
-        return s_msg (err, errlen, CM_E_TYPE, "%s: \"%s\" must be a string", where, key);
+        return cm_err_set (err, errlen, CM_E_TYPE, "%s: \"%s\" must be a string", where,
+                           key);
     if (json_string_length (v) > max)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "%s: \"%s\" is longer than %zu bytes",
-                      where, key, max);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE,
+                           "%s: \"%s\" is longer than %zu bytes", where, key, max);
     if (nonempty && json_string_length (v) == 0)
-        return s_msg (err, errlen, CM_E_INVALID, "%s: \"%s\" is empty", where, key);
+        return cm_err_set (err, errlen, CM_E_INVALID, "%s: \"%s\" is empty", where, key);
     return 0;
 }
 
@@ -117,7 +104,8 @@ static int s_check_block (const json_t *block, const char *role, size_t i,
     char where[64];
     snprintf (where, sizeof where, "content[%zu]", i);
     if (!json_is_object (block))
-        return s_msg (err, errlen, CM_E_TYPE, "%s: a block must be an object", where);
+        return cm_err_set (err, errlen, CM_E_TYPE, "%s: a block must be an object",
+                           where);
     int rc = s_check_str (block, "type", true, true, 32, where, err, errlen);
     if (rc) return rc;
     const char *type = s_type (block);
@@ -126,15 +114,15 @@ static int s_check_block (const json_t *block, const char *role, size_t i,
 
     if (!strcmp (type, "text")) {
         if (!user && !assistant)
-            return s_msg (err, errlen, CM_E_INVALID, "%s: not allowed in a %s message",
-                          where, role);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: not allowed in a %s message", where, role);
         return s_check_str (block, "text", true, false, WRK_CONV_MAX_TEXT, where, err,
                             errlen);
     }
     if (!strcmp (type, "thinking")) {
         if (!assistant)
-            return s_msg (err, errlen, CM_E_INVALID, "%s: not allowed in a %s message",
-                          where, role);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: not allowed in a %s message", where, role);
         rc = s_check_str (block, "thinking", true, false, WRK_CONV_MAX_TEXT, where, err,
                           errlen);
         if (!rc)
@@ -144,8 +132,8 @@ static int s_check_block (const json_t *block, const char *role, size_t i,
     }
     if (!strcmp (type, "tool_use")) {
         if (!assistant)
-            return s_msg (err, errlen, CM_E_INVALID, "%s: not allowed in a %s message",
-                          where, role);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: not allowed in a %s message", where, role);
         rc = s_check_str (block, "id", true, true, WRK_CONV_MAX_ID, where, err, errlen);
         if (!rc)
             rc = s_check_str (block, "name", true, true, WRK_CONV_MAX_ID, where, err,
@@ -153,20 +141,20 @@ static int s_check_block (const json_t *block, const char *role, size_t i,
         if (rc) return rc;
         const json_t *input = json_object_get (block, "input");
         if (!input)
-            return s_msg (err, errlen, CM_E_MISSING, "%s: missing \"input\"", where);
+            return cm_err_set (err, errlen, CM_E_MISSING, "%s: missing \"input\"", where);
         if (!json_is_object (input))
-            return s_msg (err, errlen, CM_E_TYPE, "%s: \"input\" must be an object",
-                          where);
+            return cm_err_set (err, errlen, CM_E_TYPE, "%s: \"input\" must be an object",
+                               where);
         if (s_dup_id (content, i, "id"))
-            return s_msg (err, errlen, CM_E_INVALID, "%s: id \"%s\" used twice", where,
-                          s_str (block, "id"));
+            return cm_err_set (err, errlen, CM_E_INVALID, "%s: id \"%s\" used twice",
+                               where, s_str (block, "id"));
         return 0;
     }
     if (!strcmp (type, "tool_result")) {
         if (strcmp (role, "tool"))
-            return s_msg (err, errlen, CM_E_INVALID,
-                          "%s: not allowed in a %s message (only in role tool)", where,
-                          role);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: not allowed in a %s message (only in role tool)",
+                               where, role);
         rc = s_check_str (block, "tool_use_id", true, true, WRK_CONV_MAX_ID, where, err,
                           errlen);
         if (!rc)
@@ -175,40 +163,41 @@ static int s_check_block (const json_t *block, const char *role, size_t i,
         if (rc) return rc;
         const json_t *is_error = json_object_get (block, "is_error");
         if (is_error && !json_is_boolean (is_error))
-            return s_msg (err, errlen, CM_E_TYPE, "%s: \"is_error\" must be a boolean",
-                          where);
+            return cm_err_set (err, errlen, CM_E_TYPE,
+                               "%s: \"is_error\" must be a boolean", where);
         if (s_dup_id (content, i, "tool_use_id"))
-            return s_msg (err, errlen, CM_E_INVALID,
-                          "%s: tool_use_id \"%s\" answered twice", where,
-                          s_str (block, "tool_use_id"));
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: tool_use_id \"%s\" answered twice", where,
+                               s_str (block, "tool_use_id"));
         return 0;
     }
-    return s_msg (err, errlen, CM_E_INVALID,
-                  "%s: unknown block type (expected text, thinking, tool_use, "
-                  "tool_result)",
-                  where);
+    return cm_err_set (err, errlen, CM_E_INVALID,
+                       "%s: unknown block type (expected text, thinking, tool_use, "
+                       "tool_result)",
+                       where);
 }
 
 int wrk_conv_check_message (const json_t *msg, char *err, size_t errlen)
 {
     if (!json_is_object (msg))
-        return s_msg (err, errlen, CM_E_TYPE, "a message must be an object");
+        return cm_err_set (err, errlen, CM_E_TYPE, "a message must be an object");
     int rc = s_check_str (msg, "role", true, true, 32, "message", err, errlen);
     if (rc) return rc;
     const char *role = s_role (msg);
     if (strcmp (role, "user") && strcmp (role, "assistant") && strcmp (role, "tool"))
-        return s_msg (err, errlen, CM_E_INVALID,
-                      "unknown role \"%s\" (expected user, assistant, tool)", role);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "unknown role \"%s\" (expected user, assistant, tool)", role);
     const json_t *content = json_object_get (msg, "content");
-    if (!content) return s_msg (err, errlen, CM_E_MISSING, "missing \"content\"");
+    if (!content) return cm_err_set (err, errlen, CM_E_MISSING, "missing \"content\"");
     if (!json_is_array (content))
-        return s_msg (err, errlen, CM_E_TYPE, "\"content\" must be an array of blocks");
+        return cm_err_set (err, errlen, CM_E_TYPE,
+                           "\"content\" must be an array of blocks");
     if (json_array_size (content) > WRK_CONV_MAX_BLOCKS)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "more than %d blocks",
-                      WRK_CONV_MAX_BLOCKS);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE, "more than %d blocks",
+                           WRK_CONV_MAX_BLOCKS);
     if (json_array_size (content) == 0 && strcmp (role, "assistant"))
-        return s_msg (err, errlen, CM_E_INVALID, "a %s message needs at least one block",
-                      role);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "a %s message needs at least one block", role);
     for (size_t i = 0; i < json_array_size (content); i++) {
         rc = s_check_block (json_array_get (content, i), role, i, content, err, errlen);
         if (rc) return rc;
@@ -219,11 +208,11 @@ int wrk_conv_check_message (const json_t *msg, char *err, size_t errlen)
 int wrk_conv_check (const json_t *conv, char *err, size_t errlen)
 {
     if (!json_is_array (conv))
-        return s_msg (err, errlen, CM_E_TYPE,
-                      "a conversation must be an array of messages");
+        return cm_err_set (err, errlen, CM_E_TYPE,
+                           "a conversation must be an array of messages");
     if (json_array_size (conv) > WRK_CONV_MAX_MESSAGES)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "more than %d messages",
-                      WRK_CONV_MAX_MESSAGES);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE, "more than %d messages",
+                           WRK_CONV_MAX_MESSAGES);
     for (size_t i = 0; i < json_array_size (conv); i++) {
         int rc = wrk_conv_check_message (json_array_get (conv, i), err, errlen);
         if (rc) {
@@ -240,12 +229,13 @@ int wrk_conv_parse_message (const char *text, size_t len, json_t **msg_out, char
 {
     *msg_out = NULL;
     if (len > WRK_CONV_MAX_MESSAGE)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "message longer than %u bytes",
-                      WRK_CONV_MAX_MESSAGE);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE, "message longer than %u bytes",
+                           WRK_CONV_MAX_MESSAGE);
     json_error_t jerr;
     json_t *msg = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!msg)
-        return s_msg (err, errlen, CM_E_INVALID, "message is not JSON: %s", jerr.text);
+        return cm_err_set (err, errlen, CM_E_INVALID, "message is not JSON: %s",
+                           jerr.text);
     int rc = wrk_conv_check_message (msg, err, errlen);
     if (rc)
         json_decref (msg);
@@ -262,8 +252,8 @@ static int s_acp_block (const json_t *block, const char *where, s_text_t *t, cha
                         size_t errlen)
 {
     if (!json_is_object (block))
-        return s_msg (err, errlen, CM_E_TYPE, "%s: a content block must be an object",
-                      where);
+        return cm_err_set (err, errlen, CM_E_TYPE,
+                           "%s: a content block must be an object", where);
     int rc = s_check_str (block, "type", true, true, 64, where, err, errlen);
     if (rc) return rc;
     const char *type = s_type (block);
@@ -289,10 +279,11 @@ static int s_acp_block (const json_t *block, const char *where, s_text_t *t, cha
     } else if (!strcmp (type, "resource")) {
         const json_t *res = json_object_get (block, "resource");
         if (!res)
-            return s_msg (err, errlen, CM_E_MISSING, "%s: missing \"resource\"", here);
+            return cm_err_set (err, errlen, CM_E_MISSING, "%s: missing \"resource\"",
+                               here);
         if (!json_is_object (res))
-            return s_msg (err, errlen, CM_E_TYPE, "%s: \"resource\" must be an object",
-                          here);
+            return cm_err_set (err, errlen, CM_E_TYPE,
+                               "%s: \"resource\" must be an object", here);
         snprintf (here, sizeof here, "%s: resource: resource", where);
         rc = s_check_str (res, "uri", true, true, WRK_CONV_MAX_TEXT, here, err, errlen);
         if (!rc)
@@ -315,21 +306,21 @@ static int s_acp_block (const json_t *block, const char *where, s_text_t *t, cha
             for (size_t i = 0; i < 3 && !rc; i++)
                 rc = s_text_add (t, parts[i], strlen (parts[i]));
         } else
-            return s_msg (err, errlen, CM_E_INVALID, "%s: needs \"text\" or \"blob\"",
-                          here);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "%s: needs \"text\" or \"blob\"", here);
     } else if (!strcmp (type, "image")) {
         rc = s_text_add (t, "[image omitted]", 15);
     } else if (!strcmp (type, "audio")) {
         rc = s_text_add (t, "[audio omitted]", 15);
     } else
-        return s_msg (err, errlen, CM_E_INVALID,
-                      "%s: unknown content block type \"%s\" (expected text, image, "
-                      "audio, resource_link, resource)",
-                      where, type);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "%s: unknown content block type \"%s\" (expected text, image, "
+                           "audio, resource_link, resource)",
+                           where, type);
     if (rc == CM_E_TOO_LARGE)
-        return s_msg (err, errlen, rc, "%s: text longer than %u bytes", here,
-                      WRK_CONV_MAX_TEXT);
-    if (rc) return s_msg (err, errlen, rc, "out of memory");
+        return cm_err_set (err, errlen, rc, "%s: text longer than %u bytes", here,
+                           WRK_CONV_MAX_TEXT);
+    if (rc) return cm_err_set (err, errlen, rc, "out of memory");
     return 0;
 }
 
@@ -338,33 +329,33 @@ int wrk_conv_user_from_acp (const char *prompt, size_t len, json_t **msg_out, ch
 {
     *msg_out = NULL;
     if (len > WRK_CONV_MAX_MESSAGE)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "prompt: longer than %u bytes",
-                      WRK_CONV_MAX_MESSAGE);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE, "prompt: longer than %u bytes",
+                           WRK_CONV_MAX_MESSAGE);
     json_error_t jerr;
     json_t *blocks = json_loadb (prompt, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!blocks)
-        return s_msg (err, errlen, CM_E_INVALID, "prompt: not JSON: %s", jerr.text);
+        return cm_err_set (err, errlen, CM_E_INVALID, "prompt: not JSON: %s", jerr.text);
     int rc = 0;
     json_t *content = NULL;
     s_text_t t = {0};
     bool any = false;
     if (!json_is_array (blocks)) {
-        rc = s_msg (err, errlen, CM_E_INVALID,
-                    "prompt: must be an array of content blocks");
+        rc = cm_err_set (err, errlen, CM_E_INVALID,
+                         "prompt: must be an array of content blocks");
         goto done;
     }
     if (json_array_size (blocks) == 0) {
-        rc = s_msg (err, errlen, CM_E_INVALID, "prompt: is empty");
+        rc = cm_err_set (err, errlen, CM_E_INVALID, "prompt: is empty");
         goto done;
     }
     if (json_array_size (blocks) > WRK_CONV_MAX_BLOCKS) {
-        rc = s_msg (err, errlen, CM_E_TOO_LARGE, "prompt: more than %d content blocks",
-                    WRK_CONV_MAX_BLOCKS);
+        rc = cm_err_set (err, errlen, CM_E_TOO_LARGE,
+                         "prompt: more than %d content blocks", WRK_CONV_MAX_BLOCKS);
         goto done;
     }
     content = json_array ();
     if (!content) {
-        rc = s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+        rc = cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < json_array_size (blocks); i++) {
@@ -378,16 +369,16 @@ int wrk_conv_user_from_acp (const char *prompt, size_t len, json_t **msg_out, ch
         json_t *text = json_stringn (t.data, t.len);
         if (!text || json_array_append_new (content, json_pack ("{s:s, s:o}", "type",
                                                                 "text", "text", text))) {
-            rc = s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+            rc = cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
             goto done;
         }
     }
     if (!any) {
-        rc = s_msg (err, errlen, CM_E_INVALID, "prompt: has no text");
+        rc = cm_err_set (err, errlen, CM_E_INVALID, "prompt: has no text");
         goto done;
     }
     *msg_out = json_pack ("{s:s, s:O}", "role", "user", "content", content);
-    if (!*msg_out) rc = s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    if (!*msg_out) rc = cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
 done:
     free (t.data);
     json_decref (content);
@@ -513,7 +504,7 @@ int wrk_conv_repair (json_t *conv, const char *reason, char *err, size_t errlen)
     if (rc) return rc;
     if (!reason) reason = WRK_CONV_CANCELLED;
     json_t *out = json_array ();
-    if (!out) return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    if (!out) return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
     bool changed = false;
     int added = 0;
     size_t i = 0;
@@ -553,7 +544,7 @@ int wrk_conv_repair (json_t *conv, const char *reason, char *err, size_t errlen)
         json_array_remove (conv, json_array_size (conv) - 1);
 done:
     json_decref (out);
-    if (rc) return s_msg (err, errlen, rc, "out of memory");
+    if (rc) return cm_err_set (err, errlen, rc, "out of memory");
     return added;
 }
 
@@ -568,19 +559,19 @@ static int s_tools (const json_t *tools, bool openai, json_t **out, char *err,
     *out = NULL;
     if (!tools || (json_is_array (tools) && json_array_size (tools) == 0)) return 0;
     if (!json_is_array (tools))
-        return s_msg (err, errlen, CM_E_INVALID, "tools: must be an array");
+        return cm_err_set (err, errlen, CM_E_INVALID, "tools: must be an array");
     if (json_array_size (tools) > WRK_CONV_MAX_TOOLS)
-        return s_msg (err, errlen, CM_E_INVALID, "tools: more than %d",
-                      WRK_CONV_MAX_TOOLS);
+        return cm_err_set (err, errlen, CM_E_INVALID, "tools: more than %d",
+                           WRK_CONV_MAX_TOOLS);
     json_t *list = json_array ();
-    if (!list) return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    if (!list) return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
     for (size_t i = 0; i < json_array_size (tools); i++) {
         const json_t *tool = json_array_get (tools, i);
         char where[32];
         snprintf (where, sizeof where, "tools[%zu]", i);
         if (!json_is_object (tool)) {
             json_decref (list);
-            return s_msg (err, errlen, CM_E_INVALID, "%s: must be an object", where);
+            return cm_err_set (err, errlen, CM_E_INVALID, "%s: must be an object", where);
         }
         //  Both providers accept names of 1-64 letters, digits, '_' and '-'.
         const char *name = s_str (tool, "name");
@@ -600,7 +591,7 @@ static int s_tools (const json_t *tools, bool openai, json_t **out, char *err,
                                              : NULL;
         if (problem) {
             json_decref (list);
-            return s_msg (err, errlen, CM_E_INVALID, "%s: %s", where, problem);
+            return cm_err_set (err, errlen, CM_E_INVALID, "%s: %s", where, problem);
         }
         json_t *entry = json_pack ("{s:s}", "name", name);
         if (entry && desc) json_object_set (entry, "description", (json_t *)desc);
@@ -610,7 +601,7 @@ static int s_tools (const json_t *tools, bool openai, json_t **out, char *err,
             entry = json_pack ("{s:s, s:o}", "type", "function", "function", entry);
         if (!entry || json_array_append_new (list, entry)) {
             json_decref (list);
-            return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+            return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
         }
     }
     *out = list;
@@ -640,7 +631,7 @@ static int s_dump (json_t *root, char **body_out, size_t *len_out, char *err,
 {
     char *body = root ? json_dumps (root, JSON_COMPACT) : NULL;
     json_decref (root);
-    if (!body) return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    if (!body) return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
     *body_out = body;
     if (len_out) *len_out = strlen (body);
     return 0;
@@ -696,7 +687,7 @@ int wrk_conv_openai_request (json_t *conv, const wrk_request_opts_t *opts,
 {
     *body_out = NULL;
     if (!opts->model || !*opts->model)
-        return s_msg (err, errlen, CM_E_INVALID, "request: no model");
+        return cm_err_set (err, errlen, CM_E_INVALID, "request: no model");
     int rc = wrk_conv_check (conv, err, errlen);
     if (rc) return rc;
     json_t *tools = NULL;
@@ -716,7 +707,8 @@ int wrk_conv_openai_request (json_t *conv, const wrk_request_opts_t *opts,
     if (json_array_size (msgs) == first) {
         json_decref (root);
         json_decref (tools);
-        return s_msg (err, errlen, CM_E_INVALID, "request: the conversation is empty");
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "request: the conversation is empty");
     }
     if (tools && json_object_set_new (root, "tools", tools)) {
         tools = NULL;
@@ -736,7 +728,7 @@ int wrk_conv_openai_request (json_t *conv, const wrk_request_opts_t *opts,
 nomem:
     json_decref (root);
     json_decref (tools);
-    return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
 }
 
 //  The Anthropic blocks for one neutral message, into a new array.
@@ -801,15 +793,16 @@ int wrk_conv_anthropic_request (json_t *conv, const wrk_request_opts_t *opts,
 {
     *body_out = NULL;
     if (!opts->model || !*opts->model)
-        return s_msg (err, errlen, CM_E_INVALID, "request: no model");
+        return cm_err_set (err, errlen, CM_E_INVALID, "request: no model");
     if (opts->max_tokens == 0)
-        return s_msg (err, errlen, CM_E_INVALID, "request: Anthropic needs max_tokens");
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "request: Anthropic needs max_tokens");
     if (opts->thinking_budget &&
         (opts->thinking_budget < 1024 || opts->thinking_budget >= opts->max_tokens))
-        return s_msg (err, errlen, CM_E_INVALID,
-                      "request: thinking budget %u must be at least 1024 and below "
-                      "max_tokens (%u)",
-                      opts->thinking_budget, opts->max_tokens);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "request: thinking budget %u must be at least 1024 and below "
+                           "max_tokens (%u)",
+                           opts->thinking_budget, opts->max_tokens);
     int rc = wrk_conv_check (conv, err, errlen);
     if (rc) return rc;
     json_t *tools = NULL;
@@ -846,7 +839,8 @@ int wrk_conv_anthropic_request (json_t *conv, const wrk_request_opts_t *opts,
         json_decref (root);
         json_decref (msgs);
         json_decref (tools);
-        return s_msg (err, errlen, CM_E_INVALID, "request: the conversation is empty");
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "request: the conversation is empty");
     }
     for (size_t i = 0; i < json_array_size (msgs); i++) {
         json_t *msg = json_array_get (msgs, i);
@@ -873,5 +867,5 @@ nomem:
     json_decref (root);
     json_decref (msgs);
     json_decref (tools);
-    return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
 }

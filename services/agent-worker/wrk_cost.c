@@ -39,20 +39,6 @@ static const char s_default_json[] =
 
 static const wrk_price_t s_zero = {.name = "*"};
 
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list args;
-        va_start (args, fmt);
-        vsnprintf (err, errlen, fmt, args);
-        va_end (args);
-    }
-    return code;
-}
-
 static uint64_t s_add (uint64_t a, uint64_t b)
 {
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
@@ -64,14 +50,14 @@ static int s_price (const json_t *entry, const char *model, const char *key,
 {
     const json_t *value = json_object_get (entry, key);
     if (!json_is_number (value))
-        return s_msg (err, errlen, CM_E_INVALID, "price table: \"%s\": \"%s\" %s", model,
-                      key, value ? "must be a number" : "is missing");
+        return cm_err_set (err, errlen, CM_E_INVALID, "price table: \"%s\": \"%s\" %s",
+                           model, key, value ? "must be a number" : "is missing");
     double usd = json_number_value (value);
     if (!isfinite (usd) || usd < 0 || usd > WRK_PRICE_MAX_USD)
-        return s_msg (err, errlen, CM_E_INVALID,
-                      "price table: \"%s\": \"%s\" must be from 0 to %.0f USD per "
-                      "million tokens",
-                      model, key, WRK_PRICE_MAX_USD);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "price table: \"%s\": \"%s\" must be from 0 to %.0f USD per "
+                           "million tokens",
+                           model, key, WRK_PRICE_MAX_USD);
     *out = (uint64_t)(usd * S_MILLION + 0.5); //  round half up; no libm needed
     return 0;
 }
@@ -80,23 +66,24 @@ static int s_row (const char *model, const json_t *entry, wrk_price_t *row, char
                   size_t errlen)
 {
     if (!*model)
-        return s_msg (err, errlen, CM_E_INVALID, "price table: empty model name");
+        return cm_err_set (err, errlen, CM_E_INVALID, "price table: empty model name");
     if (strlen (model) > WRK_PRICE_MAX_NAME)
-        return s_msg (err, errlen, CM_E_TOO_LARGE,
-                      "price table: model name longer than %d bytes", WRK_PRICE_MAX_NAME);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE,
+                           "price table: model name longer than %d bytes",
+                           WRK_PRICE_MAX_NAME);
     if (!json_is_object (entry))
-        return s_msg (err, errlen, CM_E_INVALID,
-                      "price table: \"%s\" must be an object {input, output, cache?}",
-                      model);
+        return cm_err_set (
+            err, errlen, CM_E_INVALID,
+            "price table: \"%s\" must be an object {input, output, cache?}", model);
     const char *key;
     const json_t *value;
     json_object_foreach ((json_t *)entry, key, value)
     {
         if (strcmp (key, "input") && strcmp (key, "output") && strcmp (key, "cache"))
-            return s_msg (err, errlen, CM_E_INVALID,
-                          "price table: \"%s\": unknown key \"%s\" (expected input, "
-                          "output, cache)",
-                          model, key);
+            return cm_err_set (err, errlen, CM_E_INVALID,
+                               "price table: \"%s\": unknown key \"%s\" (expected input, "
+                               "output, cache)",
+                               model, key);
     }
     int rc = s_price (entry, model, "input", &row->input, err, errlen);
     if (!rc) rc = s_price (entry, model, "output", &row->output, err, errlen);
@@ -106,7 +93,7 @@ static int s_row (const char *model, const json_t *entry, wrk_price_t *row, char
         rc = s_price (entry, model, "cache", &row->cache, err, errlen);
     if (rc) return rc;
     row->name = strdup (model);
-    return row->name ? 0 : s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    return row->name ? 0 : cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
 }
 
 int wrk_prices_load (const char *text, size_t len, wrk_prices_t **self_p, char *err,
@@ -114,29 +101,30 @@ int wrk_prices_load (const char *text, size_t len, wrk_prices_t **self_p, char *
 {
     *self_p = NULL;
     if (len > WRK_PRICE_MAX_TEXT)
-        return s_msg (err, errlen, CM_E_TOO_LARGE, "price table: longer than %u bytes",
-                      WRK_PRICE_MAX_TEXT);
+        return cm_err_set (err, errlen, CM_E_TOO_LARGE,
+                           "price table: longer than %u bytes", WRK_PRICE_MAX_TEXT);
     json_error_t jerr;
     json_t *root = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return s_msg (err, errlen, CM_E_INVALID, "price table: not JSON: %s (line %d)",
-                      jerr.text, jerr.line);
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "price table: not JSON: %s (line %d)", jerr.text, jerr.line);
     int rc = 0;
     wrk_prices_t *self = NULL;
     if (!json_is_object (root)) {
-        rc = s_msg (err, errlen, CM_E_INVALID,
-                    "price table: must be an object {\"model\": {input, output, cache}}");
+        rc = cm_err_set (
+            err, errlen, CM_E_INVALID,
+            "price table: must be an object {\"model\": {input, output, cache}}");
         goto done;
     }
     if (json_object_size (root) > WRK_PRICE_MAX_ENTRIES) {
-        rc = s_msg (err, errlen, CM_E_TOO_LARGE, "price table: more than %d models",
-                    WRK_PRICE_MAX_ENTRIES);
+        rc = cm_err_set (err, errlen, CM_E_TOO_LARGE, "price table: more than %d models",
+                         WRK_PRICE_MAX_ENTRIES);
         goto done;
     }
     self = calloc (1, sizeof *self);
     if (self) self->rows = calloc (json_object_size (root) + 1, sizeof *self->rows);
     if (!self || !self->rows) {
-        rc = s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+        rc = cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
         goto done;
     }
     const char *model;

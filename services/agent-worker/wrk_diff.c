@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cm_strbuf.h"
 #include "wrk_diff.h"
 
 typedef struct {
@@ -21,44 +22,6 @@ typedef struct {
 } s_line_t;
 
 typedef enum { S_EQ = 0, S_DEL, S_INS } s_op_t;
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} s_buf_t;
-
-static void s_put (s_buf_t *b, const char *p, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *q = realloc (b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy (b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void s_putf (s_buf_t *b, const char *fmt, ...)
-    __attribute__ ((format (printf, 2, 3)));
-
-static void s_putf (s_buf_t *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list args;
-    va_start (args, fmt);
-    int n = vsnprintf (tmp, sizeof tmp, fmt, args);
-    va_end (args);
-    if (n > 0) s_put (b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
 
 //  Lines of text; *count gets their number.  NULL with *count 0 for "".
 static s_line_t *s_split (const char *text, size_t len, size_t *count, bool *oom)
@@ -152,25 +115,25 @@ done:
     return len;
 }
 
-static void s_emit_line (s_buf_t *b, char mark, const s_line_t *l)
+static void s_emit_line (cm_strbuf_t *b, char mark, const s_line_t *l)
 {
-    s_put (b, &mark, 1);
-    s_put (b, l->p, l->len);
+    cm_strbuf_put (b, &mark, 1);
+    cm_strbuf_put (b, l->p, l->len);
     if (l->len == 0 || l->p[l->len - 1] != '\n')
-        s_put (b, "\n\\ No newline at end of file\n", 29);
+        cm_strbuf_put (b, "\n\\ No newline at end of file\n", 29);
 }
 
-static void s_range (s_buf_t *b, char sign, size_t start, size_t count)
+static void s_range (cm_strbuf_t *b, char sign, size_t start, size_t count)
 {
     //  diff's convention: an empty range names the line before it.
     size_t first = count ? start + 1 : start;
     if (count == 1)
-        s_putf (b, "%c%zu", sign, first);
+        cm_strbuf_putf (b, "%c%zu", sign, first);
     else
-        s_putf (b, "%c%zu,%zu", sign, first, count);
+        cm_strbuf_putf (b, "%c%zu,%zu", sign, first, count);
 }
 
-static void s_hunks (s_buf_t *b, const s_op_t *ops, size_t nops, const s_line_t *a,
+static void s_hunks (cm_strbuf_t *b, const s_op_t *ops, size_t nops, const s_line_t *a,
                      const s_line_t *bl)
 {
     const size_t C = WRK_DIFF_CONTEXT;
@@ -198,11 +161,11 @@ static void s_hunks (s_buf_t *b, const s_op_t *ops, size_t nops, const s_line_t 
             if (ops[k] != S_INS) oc++;
             if (ops[k] != S_DEL) nc++;
         }
-        s_put (b, "@@ ", 3);
+        cm_strbuf_put (b, "@@ ", 3);
         s_range (b, '-', i, oc);
-        s_put (b, " ", 1);
+        cm_strbuf_put (b, " ", 1);
         s_range (b, '+', j, nc);
-        s_put (b, " @@\n", 4);
+        cm_strbuf_put (b, " @@\n", 4);
         for (size_t k = start; k < end; k++) {
             if (ops[k] == S_EQ)
                 s_emit_line (b, ' ', &a[i++]), j++;
@@ -223,7 +186,7 @@ char *wrk_diff_unified (const char *path, bool old_exists, const char *old_text,
     s_line_t *a = old_exists ? s_split (old_text, old_len, &n, &oom) : NULL;
     s_line_t *b = s_split (new_text, new_len, &m, &oom);
     s_op_t *ops = NULL;
-    s_buf_t out = {0};
+    cm_strbuf_t out = {0};
     if (oom) goto done;
     ops = malloc ((n + m + 1) * sizeof *ops);
     if (!ops) {
@@ -247,19 +210,19 @@ char *wrk_diff_unified (const char *path, bool old_exists, const char *old_text,
     }
     for (size_t k = 0; k < suf; k++) ops[nops++] = S_EQ;
 
-    s_put (&out, "", 0);
+    cm_strbuf_put (&out, "", 0);
     bool changed = false;
     for (size_t k = 0; k < nops && !changed; k++) changed = ops[k] != S_EQ;
     if (changed) {
         if (old_exists) {
-            s_put (&out, "--- a/", 6);
-            s_put (&out, path, strlen (path));
-            s_put (&out, "\n", 1);
+            cm_strbuf_put (&out, "--- a/", 6);
+            cm_strbuf_put (&out, path, strlen (path));
+            cm_strbuf_put (&out, "\n", 1);
         } else
-            s_put (&out, "--- /dev/null\n", 14);
-        s_put (&out, "+++ b/", 6);
-        s_put (&out, path, strlen (path));
-        s_put (&out, "\n", 1);
+            cm_strbuf_put (&out, "--- /dev/null\n", 14);
+        cm_strbuf_put (&out, "+++ b/", 6);
+        cm_strbuf_put (&out, path, strlen (path));
+        cm_strbuf_put (&out, "\n", 1);
         s_hunks (&out, ops, nops, a, b);
     }
     oom = out.oom;

@@ -48,20 +48,6 @@ struct wrk_exec_s {
     char *joined; //  wrk_exec_output's buffer
 };
 
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list args;
-        va_start (args, fmt);
-        vsnprintf (err, errlen, fmt, args);
-        va_end (args);
-    }
-    return code;
-}
-
 //  --------------------------------------------------------------------------
 //  Environment
 
@@ -237,22 +223,23 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
                     size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (!out) return s_msg (err, errlen, CM_E_INVALID, "no place for the result");
+    if (!out) return cm_err_set (err, errlen, CM_E_INVALID, "no place for the result");
     *out = NULL;
     if (!opts || !opts->scope || !opts->command)
-        return s_msg (err, errlen, CM_E_INVALID, "missing command or scope");
+        return cm_err_set (err, errlen, CM_E_INVALID, "missing command or scope");
     size_t clen = strlen (opts->command);
     if (clen == 0 || clen > WRK_TOOL_COMMAND_MAX)
-        return s_msg (err, errlen, CM_E_INVALID, "command is empty or over %u bytes",
-                      WRK_TOOL_COMMAND_MAX);
+        return cm_err_set (err, errlen, CM_E_INVALID, "command is empty or over %u bytes",
+                           WRK_TOOL_COMMAND_MAX);
     if (opts->timeout_ms < 0 || opts->grace_ms < 0 ||
         opts->head_max > WRK_EXEC_KEEP_MAX || opts->tail_max > WRK_EXEC_KEEP_MAX)
-        return s_msg (err, errlen, CM_E_INVALID, "timeout or output cap out of range");
+        return cm_err_set (err, errlen, CM_E_INVALID,
+                           "timeout or output cap out of range");
 
     int rc = 0, cwd_fd = -1, null_fd = -1, pipe_fd[2] = {-1, -1}, rep[2] = {-1, -1};
     char **own_env = NULL;
     wrk_exec_t *x = calloc (1, sizeof *x);
-    if (!x) return s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+    if (!x) return cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
     x->pid = -1;
     x->out_fd = x->pidfd = -1;
     x->head_max = opts->head_max ? opts->head_max : WRK_EXEC_HEAD_DEFAULT;
@@ -260,7 +247,7 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
     x->head = malloc (x->head_max);
     x->ring = malloc (x->tail_max);
     if (!x->head || !x->ring) {
-        rc = s_msg (err, errlen, CM_E_NOMEM, "out of memory");
+        rc = cm_err_set (err, errlen, CM_E_NOMEM, "out of memory");
         goto done;
     }
     int64_t timeout = opts->timeout_ms ? opts->timeout_ms : WRK_EXEC_TIMEOUT_DEFAULT_MS;
@@ -271,7 +258,7 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
     if (!envp) {
         rc = wrk_exec_env_new (environ, NULL, &own_env);
         if (rc) {
-            s_msg (err, errlen, rc, "building the environment failed");
+            cm_err_set (err, errlen, rc, "building the environment failed");
             goto done;
         }
         envp = own_env;
@@ -283,7 +270,7 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
     if (rc) goto done;
     null_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null_fd < 0 || pipe2 (pipe_fd, O_CLOEXEC) || pipe2 (rep, O_CLOEXEC)) {
-        rc = s_msg (err, errlen, CM_E_IO, "pipe: %s", strerror (errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "pipe: %s", strerror (errno));
         goto done;
     }
     cwd_fd = s_fd_high (cwd_fd);
@@ -291,7 +278,7 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
     pipe_fd[1] = s_fd_high (pipe_fd[1]);
     rep[1] = s_fd_high (rep[1]);
     if (cwd_fd < 0 || null_fd < 0 || pipe_fd[1] < 0 || rep[1] < 0) {
-        rc = s_msg (err, errlen, CM_E_IO, "dup: %s", strerror (errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "dup: %s", strerror (errno));
         goto done;
     }
     struct rlimit rl;
@@ -312,7 +299,7 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
     int fork_errno = errno;
     pthread_sigmask (SIG_SETMASK, &old, NULL);
     if (pid < 0) {
-        rc = s_msg (err, errlen, CM_E_IO, "fork: %s", strerror (fork_errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "fork: %s", strerror (fork_errno));
         goto done;
     }
     x->pid = pid;
@@ -330,19 +317,19 @@ int wrk_exec_start (const wrk_exec_opts_t *opts, wrk_exec_t **out, char *err,
         unsigned step = (unsigned)ce.step < sizeof s_steps / sizeof s_steps[0]
                             ? (unsigned)ce.step
                             : 0;
-        rc = s_msg (err, errlen, CM_E_IO, "starting the command: %s: %s", s_steps[step],
-                    strerror (ce.err));
+        rc = cm_err_set (err, errlen, CM_E_IO, "starting the command: %s: %s",
+                         s_steps[step], strerror (ce.err));
         goto done;
     }
     //  ENOSYS: kernel before 5.3, or valgrind; wrk_exec_deadline then
     //  asks for polling instead.
     x->pidfd = (int)pidfd_open (pid, 0);
     if (x->pidfd < 0 && errno != ENOSYS) {
-        rc = s_msg (err, errlen, CM_E_IO, "pidfd_open: %s", strerror (errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "pidfd_open: %s", strerror (errno));
         goto done;
     }
     if (fcntl (pipe_fd[0], F_SETFL, O_NONBLOCK)) {
-        rc = s_msg (err, errlen, CM_E_IO, "fcntl: %s", strerror (errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "fcntl: %s", strerror (errno));
         goto done;
     }
     x->out_fd = pipe_fd[0];

@@ -46,20 +46,6 @@ void wrk_path_force_fallback (bool on)
     atomic_store (&s_forced_fallback, on);
 }
 
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static int s_msg (char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list args;
-        va_start (args, fmt);
-        vsnprintf (err, errlen, fmt, args);
-        va_end (args);
-    }
-    return code;
-}
-
 static long s_openat2 (int dirfd, const char *path, int flags, mode_t mode,
                        uint64_t resolve)
 {
@@ -130,22 +116,22 @@ static int s_absolute (const wrk_scope_t *scope, const char *path, char *abs, ch
                        size_t errlen)
 {
     if (!scope || scope->count == 0 || scope->count > WRK_PATH_MAX_ROOTS)
-        return s_msg (err, errlen, CM_E_INVALID, "no workspace roots");
-    if (!path || !*path) return s_msg (err, errlen, CM_E_INVALID, "empty path");
+        return cm_err_set (err, errlen, CM_E_INVALID, "no workspace roots");
+    if (!path || !*path) return cm_err_set (err, errlen, CM_E_INVALID, "empty path");
     size_t len = strnlen (path, PATH_MAX);
     if (len >= PATH_MAX)
-        return s_msg (err, errlen, CM_E_INVALID, "path longer than %d bytes",
-                      PATH_MAX - 1);
+        return cm_err_set (err, errlen, CM_E_INVALID, "path longer than %d bytes",
+                           PATH_MAX - 1);
     if (path[0] == '/') {
         memcpy (abs, path, len + 1);
         return 0;
     }
     if (!scope->cwd || scope->cwd[0] != '/')
-        return s_msg (err, errlen, CM_E_INVALID, "the session has no absolute cwd");
+        return cm_err_set (err, errlen, CM_E_INVALID, "the session has no absolute cwd");
     int n = snprintf (abs, PATH_MAX, "%s/%s", scope->cwd, path);
     if (n < 0 || n >= PATH_MAX)
-        return s_msg (err, errlen, CM_E_INVALID, "path longer than %d bytes",
-                      PATH_MAX - 1);
+        return cm_err_set (err, errlen, CM_E_INVALID, "path longer than %d bytes",
+                           PATH_MAX - 1);
     return 0;
 }
 
@@ -255,22 +241,23 @@ static int s_errno_code (int e, const char *shown, char *err, size_t errlen)
 {
     switch (e) {
     case EXDEV:
-        return s_msg (err, errlen, CM_E_FORBIDDEN, S_SHOWN " leaves the workspace",
-                      shown);
+        return cm_err_set (err, errlen, CM_E_FORBIDDEN, S_SHOWN " leaves the workspace",
+                           shown);
     case ELOOP:
         //  NO_MAGICLINKS, O_NOFOLLOW on a link, or a link loop: in every
         //  case we refuse to follow.
-        return s_msg (err, errlen, CM_E_FORBIDDEN,
-                      S_SHOWN ": a symbolic link that may not be followed", shown);
+        return cm_err_set (err, errlen, CM_E_FORBIDDEN,
+                           S_SHOWN ": a symbolic link that may not be followed", shown);
     case ENOENT:
-        return s_msg (err, errlen, CM_E_NOT_FOUND, S_SHOWN ": no such file or directory",
-                      shown);
+        return cm_err_set (err, errlen, CM_E_NOT_FOUND,
+                           S_SHOWN ": no such file or directory", shown);
     case ENAMETOOLONG:
-        return s_msg (err, errlen, CM_E_INVALID, S_SHOWN ": name too long", shown);
+        return cm_err_set (err, errlen, CM_E_INVALID, S_SHOWN ": name too long", shown);
     case EINVAL:
-        return s_msg (err, errlen, CM_E_INVALID, S_SHOWN ": invalid open flags", shown);
+        return cm_err_set (err, errlen, CM_E_INVALID, S_SHOWN ": invalid open flags",
+                           shown);
     default:
-        return s_msg (err, errlen, CM_E_IO, S_SHOWN ": %s", shown, strerror (e));
+        return cm_err_set (err, errlen, CM_E_IO, S_SHOWN ": %s", shown, strerror (e));
     }
 }
 
@@ -284,11 +271,11 @@ static int s_open_beneath (const char *root, const char *rel, int flags, mode_t 
     int rc = 0, fd = -1;
     int rootfd = open (root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
-        return s_msg (err, errlen, CM_E_IO, "workspace root " S_SHOWN ": %s", root,
-                      strerror (errno));
+        return cm_err_set (err, errlen, CM_E_IO, "workspace root " S_SHOWN ": %s", root,
+                           strerror (errno));
     if (s_fd_path (rootfd, real_root, sizeof real_root) && !realpath (root, real_root)) {
-        rc = s_msg (err, errlen, CM_E_IO, "workspace root " S_SHOWN ": %s", root,
-                    strerror (errno));
+        rc = cm_err_set (err, errlen, CM_E_IO, "workspace root " S_SHOWN ": %s", root,
+                         strerror (errno));
         goto cleanup;
     }
 
@@ -315,8 +302,8 @@ static int s_open_beneath (const char *root, const char *rel, int flags, mode_t 
     if (s_fd_path (fd, real, sizeof real) == 0) {
         below = s_beneath (real_root, real);
         if (!below) {
-            rc = s_msg (err, errlen, CM_E_FORBIDDEN, S_SHOWN " leaves the workspace",
-                        shown);
+            rc = cm_err_set (err, errlen, CM_E_FORBIDDEN, S_SHOWN " leaves the workspace",
+                             shown);
             goto cleanup;
         }
     } else if (kernel) {
@@ -328,8 +315,8 @@ static int s_open_beneath (const char *root, const char *rel, int flags, mode_t 
     if (rel_out) {
         if (!*below) below = ".";
         if (strlen (below) >= rel_len) {
-            rc = s_msg (err, errlen, CM_E_INVALID, "rel_out too small for " S_SHOWN,
-                        shown);
+            rc = cm_err_set (err, errlen, CM_E_INVALID, "rel_out too small for " S_SHOWN,
+                             shown);
             goto cleanup;
         }
         strcpy (rel_out, below);
@@ -356,8 +343,8 @@ int wrk_path_open (const wrk_scope_t *scope, const char *path, int flags, mode_t
     const char *roots[WRK_PATH_MAX_ROOTS];
     size_t n = s_candidates (scope, abs, roots);
     if (n == 0)
-        return s_msg (err, errlen, CM_E_FORBIDDEN, S_SHOWN " is outside the workspace",
-                      path);
+        return cm_err_set (err, errlen, CM_E_FORBIDDEN,
+                           S_SHOWN " is outside the workspace", path);
     for (size_t i = 0; i < n; i++) {
         rc = s_open_beneath (roots[i], s_beneath (roots[i], abs), flags, mode, path,
                              fd_out, rel_out, rel_len, err, errlen);
@@ -406,8 +393,8 @@ int wrk_path_mkdirs (const wrk_scope_t *scope, const char *path, char *err, size
     const char *roots[WRK_PATH_MAX_ROOTS];
     size_t n = s_candidates (scope, abs, roots);
     if (n == 0)
-        return s_msg (err, errlen, CM_E_FORBIDDEN, S_SHOWN " is outside the workspace",
-                      path);
+        return cm_err_set (err, errlen, CM_E_FORBIDDEN,
+                           S_SHOWN " is outside the workspace", path);
     bool kernel = s_use_openat2 ();
 
     for (size_t i = 0; i < n; i++) {
@@ -429,7 +416,8 @@ int wrk_path_mkdirs (const wrk_scope_t *scope, const char *path, char *err, size
              c = s_next (c + clen, &clen)) {
             char name[NAME_MAX + 1];
             if (clen > NAME_MAX || plen + 1 + clen >= sizeof prefix) {
-                rc = s_msg (err, errlen, CM_E_INVALID, S_SHOWN ": name too long", path);
+                rc = cm_err_set (err, errlen, CM_E_INVALID, S_SHOWN ": name too long",
+                                 path);
                 break;
             }
             memcpy (name, c, clen);
@@ -448,8 +436,8 @@ int wrk_path_mkdirs (const wrk_scope_t *scope, const char *path, char *err, size
             if (!confined && have_proc) {
                 if (s_fd_path (fd, real, sizeof real) || !s_beneath (real_root, real)) {
                     close (fd);
-                    rc = s_msg (err, errlen, CM_E_FORBIDDEN,
-                                S_SHOWN " leaves the workspace", path);
+                    rc = cm_err_set (err, errlen, CM_E_FORBIDDEN,
+                                     S_SHOWN " leaves the workspace", path);
                     break;
                 }
             } else if (!confined) {

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cm_strbuf.h"
 #include "cm_error.h"
 #include "wrk_diff.h"
 #include "wrk_tools.h"
@@ -250,53 +251,6 @@ json_t *wrk_tools_schema (void)
 //  --------------------------------------------------------------------------
 //  Text buffer
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} s_buf_t;
-
-static void s_put (s_buf_t *b, const char *p, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *q = realloc (b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy (b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void s_puts (s_buf_t *b, const char *s)
-{
-    s_put (b, s, strlen (s));
-}
-
-static void s_putf (s_buf_t *b, const char *fmt, ...)
-    __attribute__ ((format (printf, 2, 3)));
-
-static void s_putf (s_buf_t *b, const char *fmt, ...)
-{
-    va_list args;
-    va_start (args, fmt);
-    char *text = NULL;
-    int n = vasprintf (&text, fmt, args);
-    va_end (args);
-    if (n < 0)
-        b->oom = true;
-    else
-        s_put (b, text, (size_t)n);
-    free (text);
-}
-
 //  --------------------------------------------------------------------------
 //  Results
 
@@ -338,7 +292,7 @@ static int s_fail (wrk_tool_result_t *out, const char *fmt, ...)
 }
 
 //  Hand a built text to the result as its content (made valid UTF-8).
-static int s_finish (wrk_tool_result_t *out, s_buf_t *b)
+static int s_finish (wrk_tool_result_t *out, cm_strbuf_t *b)
 {
     if (b->oom) {
         free (b->p);
@@ -622,7 +576,7 @@ static int s_read_file (s_call_t *c)
     struct stat st;
     int rc = 0;
     char *chunk = NULL;
-    s_buf_t out = {0};
+    cm_strbuf_t out = {0};
     if (!s_regular (c, fd, path, &st)) {
         rc = s_bad_args (c);
         goto done;
@@ -670,13 +624,13 @@ static int s_read_file (s_call_t *c)
                         out.len = line_start; //  drop the partial line
                         out.p[out.len] = '\0';
                     } else {
-                        s_put (&out, p, WRK_TOOL_READ_MAX - out.len);
+                        cm_strbuf_put (&out, p, WRK_TOOL_READ_MAX - out.len);
                         mid_line = true;
                     }
                     cut = true;
                     break;
                 }
-                s_put (&out, p, seg);
+                cm_strbuf_put (&out, p, seg);
             }
             p = seg_end;
             partial = !nl;
@@ -698,24 +652,25 @@ static int s_read_file (s_call_t *c)
                          offset, rel, lines);
             goto done;
         }
-        s_puts (&out, "[empty file]");
+        cm_strbuf_puts (&out, "[empty file]");
     } else if (cut) {
-        if (out.len > 0 && out.p[out.len - 1] != '\n') s_put (&out, "\n", 1);
+        if (out.len > 0 && out.p[out.len - 1] != '\n') cm_strbuf_put (&out, "\n", 1);
         if (mid_line)
-            s_putf (&out,
-                    "[truncated: line %lld is longer than %u KiB; only its start is "
-                    "shown]",
-                    offset, WRK_TOOL_READ_MAX / 1024);
+            cm_strbuf_putf (
+                &out,
+                "[truncated: line %lld is longer than %u KiB; only its start is "
+                "shown]",
+                offset, WRK_TOOL_READ_MAX / 1024);
         else
-            s_putf (&out,
-                    "[truncated at %u KiB: showed lines %lld-%lld; continue with "
-                    "offset_line=%lld]",
-                    WRK_TOOL_READ_MAX / 1024, offset, last, last + 1);
+            cm_strbuf_putf (&out,
+                            "[truncated at %u KiB: showed lines %lld-%lld; continue with "
+                            "offset_line=%lld]",
+                            WRK_TOOL_READ_MAX / 1024, offset, last, last + 1);
     } else if (more) {
-        if (out.len > 0 && out.p[out.len - 1] != '\n') s_put (&out, "\n", 1);
-        s_putf (&out,
-                "[showed lines %lld-%lld; more follow, continue with offset_line=%lld]",
-                offset, last, last + 1);
+        if (out.len > 0 && out.p[out.len - 1] != '\n') cm_strbuf_put (&out, "\n", 1);
+        cm_strbuf_putf (
+            &out, "[showed lines %lld-%lld; more follow, continue with offset_line=%lld]",
+            offset, last, last + 1);
     }
     out.oom = out.oom || !(c->out->path = strdup (rel));
     rc = s_finish (c->out, &out);
@@ -745,17 +700,17 @@ static int s_changed (s_call_t *c, const char *rel, bool existed, char *old,
         out->diff =
             wrk_diff_unified (rel, existed, old ? old : "", old_len, new_text, new_len);
     if (!out->path || ((have_old || !existed) && !out->diff)) return CM_E_NOMEM;
-    s_buf_t b = {0};
-    s_puts (&b, summary);
+    cm_strbuf_t b = {0};
+    cm_strbuf_puts (&b, summary);
     if (!out->diff)
-        s_puts (&b, "\n(no diff: the old content was binary or too large)");
+        cm_strbuf_puts (&b, "\n(no diff: the old content was binary or too large)");
     else if (existed && out->diff[0]) {
         size_t dl = strlen (out->diff);
         if (dl <= WRK_TOOL_DIFF_SHOWN) {
-            s_puts (&b, "\n\n");
-            s_put (&b, out->diff, dl);
+            cm_strbuf_puts (&b, "\n\n");
+            cm_strbuf_put (&b, out->diff, dl);
         } else
-            s_putf (&b, "\n(diff of %zu bytes not shown)", dl);
+            cm_strbuf_putf (&b, "\n(diff of %zu bytes not shown)", dl);
     }
     return s_finish (out, &b);
 }
@@ -1090,15 +1045,15 @@ static void s_walk (s_walk_t *w, int fd, int depth, uint64_t state)
 
 //  How results name a found entry: the path argument as given joined
 //  with the entry's path below it, so the model can pass it on.
-static void s_display (s_buf_t *b, const char *base, const char *rel)
+static void s_display (cm_strbuf_t *b, const char *base, const char *rel)
 {
     size_t bl = strlen (base);
     while (bl > 1 && base[bl - 1] == '/') bl--;
     if (!(bl == 1 && base[0] == '.')) {
-        s_put (b, base, bl);
-        if (base[bl - 1] != '/') s_put (b, "/", 1);
+        cm_strbuf_put (b, base, bl);
+        if (base[bl - 1] != '/') cm_strbuf_put (b, "/", 1);
     }
-    s_puts (b, rel);
+    cm_strbuf_puts (b, rel);
 }
 
 //  --------------------------------------------------------------------------
@@ -1122,27 +1077,28 @@ static int s_list_dir (s_call_t *c)
     bool oom = false;
     s_entry_t *list = s_read_dir (d, WRK_TOOL_WALK_MAX, &n, &total, &oom);
     closedir (d);
-    s_buf_t b = {0};
+    cm_strbuf_t b = {0};
     b.oom = oom;
     size_t shown = n < WRK_TOOL_LIST_MAX ? n : WRK_TOOL_LIST_MAX;
     for (size_t i = 0; i < shown; i++) {
-        s_puts (&b, list[i].name);
+        cm_strbuf_puts (&b, list[i].name);
         switch (list[i].type) {
         case S_T_DIR:
-            s_put (&b, "/", 1);
+            cm_strbuf_put (&b, "/", 1);
             break;
         case S_T_LINK:
-            s_put (&b, "@", 1);
+            cm_strbuf_put (&b, "@", 1);
             break;
         default:
             break;
         }
-        s_put (&b, "\n", 1);
+        cm_strbuf_put (&b, "\n", 1);
     }
     if (total == 0)
-        s_puts (&b, "[empty directory]");
+        cm_strbuf_puts (&b, "[empty directory]");
     else if (total > shown)
-        s_putf (&b, "[%zu more entries not shown; %zu in all]", total - shown, total);
+        cm_strbuf_putf (&b, "[%zu more entries not shown; %zu in all]", total - shown,
+                        total);
     else if (b.len)
         b.p[--b.len] = '\0'; //  no trailing newline
     s_free_entries (list, n);
@@ -1306,7 +1262,7 @@ static int s_glob (s_call_t *c)
     s_glob_ctx_t g = {.glob = &glob,
                       .found = calloc (WRK_TOOL_GLOB_MAX, sizeof (char *))};
     s_walk_t *w = calloc (1, sizeof *w);
-    s_buf_t b = {0};
+    cm_strbuf_t b = {0};
     if (!g.found || !w) {
         close (fd);
         rc = CM_E_NOMEM;
@@ -1322,18 +1278,19 @@ static int s_glob (s_call_t *c)
     qsort (g.found, g.count, sizeof *g.found, s_strp_cmp);
     for (size_t i = 0; i < g.count; i++) {
         s_display (&b, path, g.found[i]);
-        s_put (&b, "\n", 1);
+        cm_strbuf_put (&b, "\n", 1);
     }
-    if (g.count == 0) s_putf (&b, "No files match %s in %s\n", pattern, path);
+    if (g.count == 0) cm_strbuf_putf (&b, "No files match %s in %s\n", pattern, path);
     if (g.full)
-        s_putf (&b, "[stopped after %d results; narrow the pattern or the path]\n",
-                WRK_TOOL_GLOB_MAX);
+        cm_strbuf_putf (&b,
+                        "[stopped after %d results; narrow the pattern or the path]\n",
+                        WRK_TOOL_GLOB_MAX);
     if (w->capped)
-        s_putf (&b, "[stopped after reading %d entries; narrow the path]\n",
-                WRK_TOOL_WALK_MAX);
+        cm_strbuf_putf (&b, "[stopped after reading %d entries; narrow the path]\n",
+                        WRK_TOOL_WALK_MAX);
     if (w->too_deep)
-        s_putf (&b, "[directories deeper than %d levels were not searched]\n",
-                WRK_TOOL_WALK_DEPTH);
+        cm_strbuf_putf (&b, "[directories deeper than %d levels were not searched]\n",
+                        WRK_TOOL_WALK_DEPTH);
     if (b.len) b.p[--b.len] = '\0';
     rc = s_finish (c->out, &b);
     b.p = NULL;
@@ -1354,7 +1311,7 @@ typedef struct {
     const s_glob_t *filter; //  NULL: every file
     bool filter_path;       //  the filter has a '/': match the whole rel path
     const char *base;       //  the path argument, for display
-    s_buf_t out;
+    cm_strbuf_t out;
     size_t matches, files, skipped_large;
     bool full;
 } s_grep_ctx_t;
@@ -1394,14 +1351,14 @@ static void s_grep_fd (s_grep_ctx_t *g, int fd, const char *rel, bool *stop, boo
             if (rel)
                 s_display (&g->out, g->base, rel);
             else
-                s_puts (&g->out, g->base);
-            s_putf (&g->out, ":%zu:", lineno);
+                cm_strbuf_puts (&g->out, g->base);
+            cm_strbuf_putf (&g->out, ":%zu:", lineno);
             if (l > WRK_TOOL_GREP_LINE) {
-                s_put (&g->out, p, WRK_TOOL_GREP_LINE);
-                s_puts (&g->out, "…");
+                cm_strbuf_put (&g->out, p, WRK_TOOL_GREP_LINE);
+                cm_strbuf_puts (&g->out, "…");
             } else
-                s_put (&g->out, p, l);
-            s_put (&g->out, "\n", 1);
+                cm_strbuf_put (&g->out, p, l);
+            cm_strbuf_put (&g->out, "\n", 1);
         }
         p = end + 1;
     }
@@ -1488,22 +1445,24 @@ static int s_grep (s_call_t *c)
         goto done;
     }
     if (g.matches == 0)
-        s_putf (&g.out, "No matches for %s in %s\n", pattern, path);
+        cm_strbuf_putf (&g.out, "No matches for %s in %s\n", pattern, path);
     else if (g.full)
-        s_putf (&g.out, "[stopped after %d matching lines; narrow the pattern or path]\n",
-                WRK_TOOL_GREP_MAX);
+        cm_strbuf_putf (&g.out,
+                        "[stopped after %d matching lines; narrow the pattern or path]\n",
+                        WRK_TOOL_GREP_MAX);
     else
-        s_putf (&g.out, "[%zu matching line%s in %zu file%s]\n", g.matches,
-                g.matches == 1 ? "" : "s", g.files, g.files == 1 ? "" : "s");
+        cm_strbuf_putf (&g.out, "[%zu matching line%s in %zu file%s]\n", g.matches,
+                        g.matches == 1 ? "" : "s", g.files, g.files == 1 ? "" : "s");
     if (g.skipped_large)
-        s_putf (&g.out, "[%zu file%s larger than %u MiB skipped]\n", g.skipped_large,
-                g.skipped_large == 1 ? "" : "s", WRK_TOOL_GREP_FILE >> 20);
+        cm_strbuf_putf (&g.out, "[%zu file%s larger than %u MiB skipped]\n",
+                        g.skipped_large, g.skipped_large == 1 ? "" : "s",
+                        WRK_TOOL_GREP_FILE >> 20);
     if (w->capped)
-        s_putf (&g.out, "[stopped after reading %d entries; narrow the path]\n",
-                WRK_TOOL_WALK_MAX);
+        cm_strbuf_putf (&g.out, "[stopped after reading %d entries; narrow the path]\n",
+                        WRK_TOOL_WALK_MAX);
     if (w->too_deep)
-        s_putf (&g.out, "[directories deeper than %d levels were not searched]\n",
-                WRK_TOOL_WALK_DEPTH);
+        cm_strbuf_putf (&g.out, "[directories deeper than %d levels were not searched]\n",
+                        WRK_TOOL_WALK_DEPTH);
     if (g.out.len) g.out.p[--g.out.len] = '\0';
     rc = s_finish (c->out, &g.out);
     g.out.p = NULL;
@@ -1542,7 +1501,7 @@ static int s_update_plan (s_call_t *c)
         return s_fail (c->out, "update_plan: %zu entries; the limit is %d", n,
                        WRK_TOOL_PLAN_MAX);
     json_t *plan = json_array ();
-    s_buf_t b = {0};
+    cm_strbuf_t b = {0};
     if (!plan) return CM_E_NOMEM;
     size_t done = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1586,11 +1545,11 @@ static int s_update_plan (s_call_t *c)
         const char *mark = !strcmp (status, "completed")     ? "[x]"
                            : !strcmp (status, "in_progress") ? "[>]"
                                                              : "[ ]";
-        s_putf (&b, "\n%s %s", mark, content);
+        cm_strbuf_putf (&b, "\n%s %s", mark, content);
     }
-    s_buf_t head = {0};
-    s_putf (&head, "Plan updated (%zu of %zu completed):", done, n);
-    if (b.p) s_put (&head, b.p, b.len);
+    cm_strbuf_t head = {0};
+    cm_strbuf_putf (&head, "Plan updated (%zu of %zu completed):", done, n);
+    if (b.p) cm_strbuf_put (&head, b.p, b.len);
     free (b.p);
     c->out->plan = plan;
     return s_finish (c->out, &head);
@@ -1820,10 +1779,10 @@ int wrk_tool_run (const wrk_scope_t *scope, const char *name, const json_t *args
     const wrk_tool_def_t *def = wrk_tool_find (name);
     int rc;
     if (!def) {
-        s_buf_t b = {0};
-        s_putf (&b, "unknown tool \"%.100s\"; the tools are:", name ? name : "");
+        cm_strbuf_t b = {0};
+        cm_strbuf_putf (&b, "unknown tool \"%.100s\"; the tools are:", name ? name : "");
         for (size_t i = 0; i < S_TOOL_COUNT; i++)
-            s_putf (&b, "%s %s", i ? "," : "", s_tools[i].name);
+            cm_strbuf_putf (&b, "%s %s", i ? "," : "", s_tools[i].name);
         rc = s_finish (out, &b);
         out->is_error = true;
     } else if (def->flags & WRK_TOOL_ASYNC)
