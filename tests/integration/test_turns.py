@@ -303,6 +303,11 @@ def main():
         conv = store.call(STORE_MESSAGES_GET, {"session": lim["id"]})[3]["messages"]
         res = [b for m in conv for b in json.loads(m)["content"] if b["type"] == "tool_result"]
         check(res and "token limit" in res[-1]["content"], "the call has a result saying why")
+        # -- the provider key never reaches a log
+        svc.stop_all()
+        for name in list(svc.logs) + ["fake"]:
+            with open(os.path.join(tmp, name + ".log"), "rb") as f:
+                check(KEY.encode() not in f.read(), "the API key is not in the %s log" % name)
         print("turn integration: all checks passed", flush=True)
         return 0
     except (AssertionError, SystemExit, KeyError, IndexError) as e:
@@ -318,7 +323,10 @@ def main():
         if fake and fake.poll() is None:
             fake.terminate()
             fake.wait(5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("CORRAL_TEST_KEEP"):
+            print("kept", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
