@@ -10,7 +10,7 @@ pkgs=(
   libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev liblmdb-dev
   lmdb-utils libcmocka-dev libwebsockets-dev libjansson-dev libssl-dev
   curl python3 python3-zmq python3-msgpack python3-websockets
-  valgrind
+  valgrind procps
 )
 
 missing=()
