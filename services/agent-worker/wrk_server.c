@@ -20,6 +20,19 @@
 
 extern char **environ;
 
+//  Send what waits in the outbox, in order, until the socket is full.
+static void flush_outbox (wrk_server_t *self)
+{
+    while (self->outbox && self->sock) {
+        wrk_out_t *o = self->outbox;
+        if (zmq_send (self->sock, o->data, o->size, ZMQ_DONTWAIT) < 0) return;
+        self->outbox = o->next;
+        if (!self->outbox) self->outbox_tail = NULL;
+        self->outbox_bytes -= o->size;
+        free (o);
+    }
+}
+
 int wrk_send (wrk_server_t *self, proto_type_t type, const void *body)
 {
     proto_buf_reset (&self->buf);
@@ -28,12 +41,30 @@ int wrk_send (wrk_server_t *self, proto_type_t type, const void *body)
         cm_error ("cannot encode %s: %s", proto_type_name (type), cm_strerror (rc));
         return rc;
     }
-    if (!self->sock ||
-        zmq_send (self->sock, self->buf.data, self->buf.size, ZMQ_DONTWAIT) < 0) {
-        cm_warn ("%s dropped: the session service is not connected",
-                 proto_type_name (type));
-        return CM_E_UNAVAILABLE;
+    //  Never drop a turn's message because the socket is full (HWM) or not
+    //  connected yet: it waits, in order, in the outbox.  Heartbeats are
+    //  the exception: a stale one is worthless.
+    flush_outbox (self);
+    if (!self->outbox && self->sock &&
+        zmq_send (self->sock, self->buf.data, self->buf.size, ZMQ_DONTWAIT) >= 0)
+        return 0;
+    if (type == PROTO_W_HEARTBEAT) return CM_E_UNAVAILABLE;
+    if (self->outbox_bytes + self->buf.size > WRK_OUTBOX_MAX) {
+        cm_error ("%s dropped: %zu bytes wait for the session service already",
+                  proto_type_name (type), self->outbox_bytes);
+        return CM_E_CAPACITY;
     }
+    wrk_out_t *o = malloc (sizeof *o + self->buf.size);
+    if (!o) return CM_E_NOMEM;
+    o->next = NULL;
+    o->size = self->buf.size;
+    memcpy (o->data, self->buf.data, self->buf.size);
+    if (self->outbox_tail)
+        self->outbox_tail->next = o;
+    else
+        self->outbox = o;
+    self->outbox_tail = o;
+    self->outbox_bytes += o->size;
     return 0;
 }
 
@@ -171,6 +202,7 @@ static int64_t next_timeout (wrk_server_t *self, int64_t now)
     //  sockets here, between batches of events.
     int64_t h = wrk_http_next_timeout (self->http);
     if (self->sock && cm_zmq_readable (self->sock)) return 0;
+    if (self->outbox) return 5; //  retry the outbox soon
     int64_t t = self->last_beat_ms + WRK_HEARTBEAT_MS - now;
     if (h >= 0 && h < t) t = h;
     int64_t e = wrk_turns_next_deadline (self);
@@ -246,6 +278,7 @@ int wrk_server_run (wrk_config_t *cfg)
             self->last_beat_ms = now;
             every_second (self, now);
         }
+        flush_outbox (self);
         drain (self);
         wrk_turns_reap (self);
     }
@@ -256,6 +289,11 @@ int wrk_server_run (wrk_config_t *cfg)
     rc = 0;
 done:
     wrk_turns_fini (self);
+    while (self->outbox) {
+        wrk_out_t *o = self->outbox;
+        self->outbox = o->next;
+        free (o);
+    }
     wrk_http_destroy (&self->http);
     disconnect (self);
     if (self->epfd >= 0) close (self->epfd);

@@ -57,7 +57,16 @@ typedef struct {
     char *log_level;
 } wrk_config_t;
 
+#define WRK_OUTBOX_MAX (256u << 20) //  bytes waiting for the session socket
+
 typedef struct wrk_server wrk_server_t;
+
+//  A message waiting for room on the session socket.
+typedef struct wrk_out {
+    struct wrk_out *next;
+    size_t size;
+    char data[];
+} wrk_out_t;
 typedef struct wrk_turn wrk_turn_t;
 
 typedef enum {
@@ -112,7 +121,9 @@ struct wrk_server {
     json_t *tools; //  schema offered to models
     wrk_turn_t *turns;
     size_t nturns;
-    wrk_turn_t *dead; //  finished, freed after the current event batch
+    wrk_turn_t *dead;                //  finished, freed after the current event batch
+    wrk_out_t *outbox, *outbox_tail; //  in order, before anything new
+    size_t outbox_bytes;
     int64_t last_heard_ms, last_beat_ms;
     proto_buf_t buf;
     proto_msg_t msg;
@@ -121,8 +132,10 @@ struct wrk_server {
 
 /* ---- wrk_server.c ---- */
 int wrk_server_run (wrk_config_t *cfg);
-//  Send a message to the session service (dropped with a warning if the
-//  connection is down; the session ends turns it stops hearing about).
+//  Send a message to the session service.  When the socket is full or not
+//  connected, the message waits in an ordered outbox (at most
+//  WRK_OUTBOX_MAX bytes) sent before anything newer; heartbeats are not
+//  kept.
 int wrk_send (wrk_server_t *self, proto_type_t type, const void *body);
 //  Send an event of a turn: the event's head fields are the session's.
 int wrk_send_event (wrk_server_t *self, wrk_turn_t *t, proto_type_t type, void *body);
