@@ -148,6 +148,8 @@ struct sess_session {
     sess_turn_t turn;
     //  watchers (gateway connections attached), for accounting
     uint32_t watchers;
+    char topic[2 + CM_UUID_STR_LEN + 1]; //  "s/<id>/" for PUB
+    uint8_t topic_len;
 };
 
 /* ---- the server ------------------------------------------------- */
@@ -169,6 +171,8 @@ struct sess_server {
     uint64_t sessions_open; //  not closed, counted at start and kept up
     proto_buf_t buf;        //  scratch for encoding
     proto_msg_t msg;        //  scratch for decoding incoming messages
+    proto_msg_t evmsg;      //  scratch for decoding workers' events
+    proto_buf_t store_buf;  //  scratch for encoding store requests
     int64_t last_tick_ms;
     bool ready; //  startup scan finished
 };

@@ -174,6 +174,7 @@ int sess_server_run (sess_config_t *cfg)
     if (!self) return rc;
     self->cfg = cfg;
     proto_msg_init (&self->msg);
+    proto_msg_init (&self->evmsg);
     self->sessions = cm_map_new (16);
     self->turns = cm_map_new (16);
     self->store_calls = cm_map_new (8);
@@ -232,6 +233,8 @@ done:
     cm_zmq_close (&self->store);
     for (size_t i = 0; i < self->nroots; i++) free (self->roots[i]);
     proto_msg_fini (&self->msg);
+    proto_msg_fini (&self->evmsg);
+    proto_buf_fini (&self->store_buf);
     proto_buf_fini (&self->buf);
     free (self);
     return rc;

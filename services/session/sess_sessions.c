@@ -296,6 +296,9 @@ static sess_session_t *install (sess_server_t *self, const proto_session_rec_t *
     }
     s->acked_seq = last_seq;
     s->next_seq = last_seq + 1;
+    char id[CM_UUID_STR_LEN];
+    s->topic_len = (uint8_t)snprintf (s->topic, sizeof s->topic, "s/%s/",
+                                      cm_uuid_fmt (&s->rec.id, id));
     if (cm_map_put (self->sessions, s->rec.id.b, s)) {
         sess_session_free (s);
         return NULL;

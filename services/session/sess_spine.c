@@ -86,12 +86,13 @@ uint64_t sess_emit (sess_server_t *self, sess_session_t *s, proto_type_t type, v
 uint64_t sess_emit_encoded (sess_server_t *self, sess_session_t *s, const cm_uuid_t *turn,
                             const void *data, size_t size, int *err)
 {
-    proto_msg_t msg;
-    proto_msg_init (&msg);
-    *err = proto_decode (&msg, data, size);
+    //  One reused message: decoding keeps its zone, so an event costs no
+    //  allocation here.
+    proto_msg_t *msg = &self->evmsg;
+    *err = proto_decode (msg, data, size);
     uint64_t seq = 0;
     if (*err == 0) {
-        switch (msg.type) {
+        switch (msg->type) {
         case PROTO_EV_AGENT_MESSAGE:
         case PROTO_EV_AGENT_THOUGHT:
         case PROTO_EV_TOOL_CALL:
@@ -100,9 +101,9 @@ uint64_t sess_emit_encoded (sess_server_t *self, sess_session_t *s, const cm_uui
         case PROTO_EV_USAGE:
         case PROTO_EV_POLICY: {
             head_t h;
-            event_head (msg.desc, &h);
-            memcpy ((char *)msg.body + h.turn, turn, sizeof *turn);
-            seq = enqueue (self, s, msg.type, msg.body);
+            event_head (msg->desc, &h);
+            memcpy ((char *)msg->body + h.turn, turn, sizeof *turn);
+            seq = enqueue (self, s, msg->type, msg->body);
             if (!seq) *err = CM_E_CAPACITY;
             break;
         }
@@ -110,7 +111,6 @@ uint64_t sess_emit_encoded (sess_server_t *self, sess_session_t *s, const cm_uui
             *err = CM_E_FORBIDDEN;
         }
     }
-    proto_msg_fini (&msg);
     return seq;
 }
 
@@ -170,17 +170,27 @@ void sess_spine_flush (sess_server_t *self, sess_session_t *s)
     s->inflight_last = s->queue->seq + n - 1;
 }
 
-static void publish (sess_server_t *self, const sess_session_t *s, const sess_event_t *e)
+static void free_event (void *data, void *hint)
 {
-    char topic[2 + CM_UUID_STR_LEN + 1];
-    char id[CM_UUID_STR_LEN];
-    size_t n =
-        (size_t)snprintf (topic, sizeof topic, "s/%s/", cm_uuid_fmt (&s->rec.id, id));
-    //  PUB never blocks: a slow subscriber drops at its HWM and repairs the
-    //  gap from the store by seq.
-    if (zmq_send (self->pub, topic, n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send (self->pub, e->data, e->size, ZMQ_DONTWAIT) < 0)
+    free (hint);
+}
+
+//  Publish an event and hand its memory to ZeroMQ (zero copy: the PUB
+//  frees it once sent).  PUB never blocks: a slow subscriber drops at its
+//  HWM and repairs the gap from the store by seq.
+static void publish (sess_server_t *self, const sess_session_t *s, sess_event_t *e)
+{
+    zmq_msg_t m;
+    if (zmq_send (self->pub, s->topic, s->topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_msg_init_data (&m, e->data, e->size, free_event, e) != 0) {
         cm_debug ("publish of seq %llu dropped", (unsigned long long)e->seq);
+        free (e);
+        return;
+    }
+    if (zmq_msg_send (&m, self->pub, ZMQ_DONTWAIT) < 0) {
+        cm_debug ("publish of seq %llu dropped", (unsigned long long)e->seq);
+        zmq_msg_close (&m); //  frees e
+    }
 }
 
 static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
@@ -200,11 +210,10 @@ static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *re
     uint64_t last = ack ? ack->last_seq : 0;
     while (s->queue && s->queue->seq <= last) {
         sess_event_t *e = s->queue;
-        publish (self, s, e);
         s->queue = e->next;
         if (!s->queue) s->queue_tail = NULL;
         s->queued--;
-        free (e);
+        publish (self, s, e); //  e belongs to ZeroMQ now
     }
     if (last > s->acked_seq) s->acked_seq = last;
     s->inflight_last = 0;

@@ -39,23 +39,20 @@ static void send_call (sess_server_t *self, store_call_t *call)
 int sess_store_call (sess_server_t *self, proto_type_t type, const void *body,
                      sess_store_cb cb, void *arg)
 {
-    proto_buf_t buf = {0};
+    //  Encode into the reused buffer, then one exact allocation.
+    proto_buf_t *buf = &self->store_buf;
+    proto_buf_reset (buf);
     uint64_t corr = ++self->store_corr;
-    int rc = proto_encode (&buf, type, corr, body);
+    int rc = proto_encode (buf, type, corr, body);
     if (rc) {
-        proto_buf_fini (&buf);
         cm_error ("cannot encode %s: %s", proto_type_name (type), cm_strerror (rc));
         return rc;
     }
-    store_call_t *call = malloc (sizeof *call + buf.size);
-    if (!call) {
-        proto_buf_fini (&buf);
-        return CM_E_NOMEM;
-    }
+    store_call_t *call = malloc (sizeof *call + buf->size);
+    if (!call) return CM_E_NOMEM;
     *call = (store_call_t){
-        .corr = corr, .type = type, .cb = cb, .arg = arg, .size = buf.size};
-    memcpy (call->data, buf.data, buf.size);
-    proto_buf_fini (&buf);
+        .corr = corr, .type = type, .cb = cb, .arg = arg, .size = buf->size};
+    memcpy (call->data, buf->data, buf->size);
     if (cm_map_put_u64 (self->store_calls, corr, call)) {
         free (call);
         return CM_E_NOMEM;
