@@ -53,6 +53,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bench_proc.h"
 #include "cm_error.h"
 #include "cm_id.h"
 #include "cm_log.h"
@@ -169,63 +170,12 @@ static void samples_fini (samples_t *s)
     *s = (samples_t){0};
 }
 
-//  CPU seconds (user + system) used so far by a process (all its threads).
-static double proc_cpu_s (pid_t pid)
-{
-    char path[64], line[1024];
-    snprintf (path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen (path, "r");
-    if (!f) return -1;
-    size_t n = fread (line, 1, sizeof line - 1, f);
-    fclose (f);
-    line[n] = '\0';
-    //  Fields after the command name "(...)": state is field 3, utime 14,
-    //  stime 15.
-    char *p = strrchr (line, ')');
-    unsigned long long utime, stime;
-    if (!p || sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                      &utime, &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf (_SC_CLK_TCK);
-}
-
-static double self_cpu_s (void)
-{
-    struct rusage ru;
-    getrusage (RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-//  Bytes a process has passed to write(2)/pwrite(2) and friends so far
-//  (/proc/<pid>/io wchar; socket sends are not in it).  -1 if unknown.
-static double proc_wchar (pid_t pid)
-{
-    char path[64], line[128];
-    snprintf (path, sizeof path, "/proc/%d/io", (int)pid);
-    FILE *f = fopen (path, "r");
-    if (!f) return -1;
-    double v = -1;
-    unsigned long long n;
-    while (fgets (line, sizeof line, f))
-        if (sscanf (line, "wchar: %llu", &n) == 1) v = (double)n;
-    fclose (f);
-    return v;
-}
-
-static int rm_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove (path);
-    return 0;
-}
-
 static void rm_tree (const bench_t *b, const char *dir)
 {
     if (b->o.keep)
         printf ("# kept %s\n", dir);
     else
-        nftw (dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rmtree (dir);
 }
 
 static int make_temp_dir (const bench_t *b, const char *what, char *out, size_t len)
@@ -489,9 +439,9 @@ static int append_phase (bench_t *b, const char *sync, store_proc_t *sp, proto_r
         if (!a->measuring && t >= warm_end) {
             a->measuring = true;
             ask_stats (a);
-            cpu_store0 = proc_cpu_s (sp->pid);
-            cpu_self0 = self_cpu_s ();
-            wchar0 = proc_wchar (sp->pid);
+            cpu_store0 = bench_proc_cpu_s (sp->pid);
+            cpu_self0 = bench_self_cpu_s ();
+            wchar0 = bench_proc_wchar (sp->pid);
             t_meas = t;
         }
         if (t >= end) break;
@@ -504,9 +454,9 @@ static int append_phase (bench_t *b, const char *sync, store_proc_t *sp, proto_r
     //  request in flight), then take the remaining replies uncounted.
     double t_end = now_s ();
     a->measuring = false;
-    double cpu_store = proc_cpu_s (sp->pid) - cpu_store0;
-    double cpu_self = self_cpu_s () - cpu_self0;
-    double wchar = proc_wchar (sp->pid) - wchar0;
+    double cpu_store = bench_proc_cpu_s (sp->pid) - cpu_store0;
+    double cpu_self = bench_self_cpu_s () - cpu_self0;
+    double wchar = bench_proc_wchar (sp->pid) - wchar0;
     ask_stats (a);
     while ((a->sent > a->done || a->ctl_pending > 0) && b->errors == errors0)
         take_replies (a, handle_append_reply);
@@ -579,8 +529,8 @@ static int range_phase (bench_t *b, store_proc_t *sp, uint64_t requests_done)
         if (!measuring && t >= warm_end) {
             measuring = true;
             t_meas = t;
-            cpu_store0 = proc_cpu_s (sp->pid);
-            cpu_self0 = self_cpu_s ();
+            cpu_store0 = bench_proc_cpu_s (sp->pid);
+            cpu_self0 = bench_self_cpu_s ();
         }
         if (t >= end) break;
         while (sent - done < (uint64_t)o->range_window) {
@@ -628,8 +578,8 @@ static int range_phase (bench_t *b, store_proc_t *sp, uint64_t requests_done)
         if (b->errors > errors0) rc = CM_E_IO;
     }
     double secs = now_s () - t_meas;
-    double cpu_store = proc_cpu_s (sp->pid) - cpu_store0,
-           cpu_self = self_cpu_s () - cpu_self0;
+    double cpu_store = bench_proc_cpu_s (sp->pid) - cpu_store0,
+           cpu_self = bench_self_cpu_s () - cpu_self0;
     while (rc == 0 && done < sent) { //  drain, uncounted
         int got = proto_rpc_recv (rpc, &msg, REPLY_TIMEOUT);
         if (got == CM_E_TIMEOUT) rc = got;
@@ -723,8 +673,8 @@ static int raw_run (bench_t *b, bool sync, bool writemap, double epc,
         if (!measuring && t >= warm_end) {
             measuring = true;
             t_meas = t;
-            cpu0 = self_cpu_s ();
-            wchar0 = proc_wchar (getpid ());
+            cpu0 = bench_self_cpu_s ();
+            wchar0 = bench_proc_wchar (getpid ());
         }
         if (t >= end) break;
         if ((rc = mdb_txn_begin (env, NULL, 0, &txn))) break;
@@ -758,8 +708,8 @@ static int raw_run (bench_t *b, bool sync, bool writemap, double epc,
             samples_add (&lat, (c1 - c0) / 1000);
         }
     }
-    double secs = now_s () - t_meas, cpu = self_cpu_s () - cpu0;
-    double wchar = proc_wchar (getpid ()) - wchar0;
+    double secs = now_s () - t_meas, cpu = bench_self_cpu_s () - cpu0;
+    double wchar = bench_proc_wchar (getpid ()) - wchar0;
     mdb_env_close (env);
     rm_tree (b, dir);
     if (rc) {

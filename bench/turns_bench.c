@@ -59,6 +59,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bench_proc.h"
 #include "cm_error.h"
 #include "cm_id.h"
 #include "cm_log.h"
@@ -159,61 +160,6 @@ static double now_s (void)
     return (double)cm_mono_ns () / 1e9;
 }
 
-//  CPU seconds (user + system) a process used so far, all threads.
-static double proc_cpu_s (pid_t pid)
-{
-    char path[64], line[1024];
-    snprintf (path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen (path, "r");
-    if (!f) return -1;
-    size_t n = fread (line, 1, sizeof line - 1, f);
-    fclose (f);
-    line[n] = '\0';
-    char *p = strrchr (line, ')');
-    unsigned long long utime, stime;
-    if (!p || sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                      &utime, &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf (_SC_CLK_TCK);
-}
-
-static double self_cpu_s (void)
-{
-    struct rusage ru;
-    getrusage (RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-//  A "VmRSS:"/"VmHWM:" line of /proc/<pid>/status, in KiB; -1 if unknown.
-static long proc_status_kib (pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf (path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen (path, "r");
-    if (!f) return -1;
-    long v = -1;
-    size_t len = strlen (field);
-    while (fgets (line, sizeof line, f))
-        if (strncmp (line, field, len) == 0) v = atol (line + len);
-    fclose (f);
-    return v;
-}
-
-//  Open descriptors of a process; -1 if unknown.
-static int proc_fds (pid_t pid)
-{
-    char path[64];
-    snprintf (path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir (path);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir (d));)
-        if (e->d_name[0] != '.') n++;
-    closedir (d);
-    return n;
-}
-
 static int cmp_u64 (const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -238,13 +184,6 @@ static void lat_add (bench_t *b, uint64_t us)
         b->cap_lat = cap;
     }
     b->lat_us[b->nlat++] = us;
-}
-
-static int rm_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove (path);
-    return 0;
 }
 
 //  Count a problem; print the first few.
@@ -478,7 +417,7 @@ static void stack_stop (bench_t *b)
     if (b->o.keep || b->errors)
         printf ("# logs kept in %s\n", b->tmp);
     else
-        nftw (b->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rmtree (b->tmp);
 }
 
 static bool stack_alive (bench_t *b)
@@ -864,8 +803,8 @@ static void snap (bench_t *b, snap_t *sn)
                    .short_turns = b->short_turns,
                    .chunk_events = b->chunk_events,
                    .t = now_s ()};
-    for (int i = 0; i < NPROCS; i++) sn->cpu[i] = proc_cpu_s (b->pids[i]);
-    sn->cpu[NPROCS] = self_cpu_s ();
+    for (int i = 0; i < NPROCS; i++) sn->cpu[i] = bench_proc_cpu_s (b->pids[i]);
+    sn->cpu[NPROCS] = bench_self_cpu_s ();
 }
 
 /* ---------------------------------------------------------------- */
@@ -890,8 +829,8 @@ static int run_stream (bench_t *b)
     snap (b, &z);
     b->measuring = false;
     b->reprompt = false;
-    long rss = proc_status_kib (b->pids[P_WORKER], "VmRSS:");
-    long srss = proc_status_kib (b->pids[P_SESSION], "VmRSS:");
+    long rss = bench_proc_status_kib (b->pids[P_WORKER], "VmRSS:");
+    long srss = bench_proc_status_kib (b->pids[P_SESSION], "VmRSS:");
     //  Let running turns end, to check they all end well (bounded).
     int64_t drain_end = cm_mono_ms () + 20000;
     size_t busy = 0;
@@ -1001,9 +940,9 @@ static int run_hold (bench_t *b)
                 started += b->s[i].started;
             }
             if (all_started < 0 && started == n) all_started = now_s () - start;
-            int f = proc_fds (b->pids[P_WORKER]);
+            int f = bench_proc_fds (b->pids[P_WORKER]);
             if (f > fds) fds = f;
-            long rss = proc_status_kib (b->pids[P_WORKER], "VmRSS:");
+            long rss = bench_proc_status_kib (b->pids[P_WORKER], "VmRSS:");
             if (rss > rss_peak) rss_peak = rss;
         }
         snap (b, &z);
