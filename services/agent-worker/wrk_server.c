@@ -175,6 +175,10 @@ static void drain (wrk_server_t *self)
 
 static void every_second (wrk_server_t *self, int64_t now)
 {
+    //  Messages already waiting are signs of life too: a long pass (many
+    //  turns starting at once) must not make us give up on a session whose
+    //  beats are sitting unread in the socket.
+    if (now - self->last_heard_ms > WRK_HEARTBEAT_MS * WRK_HEARTBEAT_DEAD) drain (self);
     if (now - self->last_heard_ms > WRK_HEARTBEAT_MS * WRK_HEARTBEAT_DEAD) {
         cm_warn ("no word from the session service for %d s; reconnecting",
                  WRK_HEARTBEAT_DEAD);
@@ -271,6 +275,7 @@ int wrk_server_run (wrk_config_t *cfg)
                 break;
             }
         }
+        drain (self); //  before the timers: incoming work and beats first
         now = cm_mono_ms ();
         wrk_http_on_timeout (self->http); //  cheap when nothing is due
         wrk_turns_tick (self, now);
