@@ -75,6 +75,24 @@ typedef enum {
     PROTO_T_REC_LIST,
 } proto_ftype_t;
 
+//  U64F / I64F: the same values, always encoded in 9 bytes, so a field's
+//  bytes can be patched in place (the event head's seq and ts: the session
+//  service stamps them into an event a worker encoded, without re-encoding).
+#define PROTO_T_U64F         PROTO_T_U64
+#define PROTO_T_I64F         PROTO_T_I64
+#define PROTO_CTYPE_U64F     uint64_t
+#define PROTO_CTYPE_I64F     int64_t
+#define PROTO_FIXED_U64F     true
+#define PROTO_FIXED_I64F     true
+#define PROTO_FIXED_U64      false
+#define PROTO_FIXED_I64      false
+#define PROTO_FIXED_F64      false
+#define PROTO_FIXED_BOOL     false
+#define PROTO_FIXED_STR      false
+#define PROTO_FIXED_BIN      false
+#define PROTO_FIXED_UUID     false
+#define PROTO_FIXED_STR_LIST false
+#define PROTO_FIXED_BIN_LIST false
 #define PROTO_CTYPE_U64      uint64_t
 #define PROTO_CTYPE_I64      int64_t
 #define PROTO_CTYPE_F64      double
@@ -145,6 +163,7 @@ typedef struct {
     uint16_t offset;
     const proto_rec_desc_t *rec; //  REC / REC_LIST only
     const char *doc;
+    bool fixed; //  U64F / I64F: always 9 bytes on the wire
 } proto_field_desc_t;
 
 struct proto_rec_desc {
@@ -258,6 +277,14 @@ int proto_record_decode (proto_msg_t *msg, const proto_rec_desc_t *rec, const vo
 //  it arrived, unknown nested fields included, appending it to out.
 //  Returns 0, CM_E_MISSING (no such field in the message), CM_E_NOMEM.
 int proto_field_raw (const proto_msg_t *msg, const char *name, proto_buf_t *out);
+
+//  Stamp an encoded event in place: its head fields session, seq, ts and
+//  turn (the first four of every event record) get these values.  Works
+//  when the event was encoded by this codec (head fields first, seq and ts
+//  fixed-width, turn present); returns CM_E_INVALID otherwise, and the
+//  caller re-encodes.  The bytes should have been validated (proto_decode).
+int proto_event_stamp (void *data, size_t size, const cm_uuid_t *session, uint64_t seq,
+                       int64_t ts, const cm_uuid_t *turn);
 
 //  Detail of the last decode error ("field 'seq': expected U64"), "" if none.
 const char *proto_msg_error (const proto_msg_t *msg);

@@ -10,17 +10,24 @@
 #include "proto.h"
 
 /*  Field tables: proto_fields_<record>[]  */
-#define FIELD_F(S, n, t, r, doc) \
-    {#n, sizeof (#n) - 1, PROTO_T_##t, PROTO_REQ_##r, offsetof (S, n), NULL, doc},
-#define FIELD_R(S, n, t, r, rec, doc)                                                    \
-    {#n, sizeof (#n) - 1, PROTO_T_##t, PROTO_REQ_##r, offsetof (S, n), &proto_rec_##rec, \
-     doc},
+#define FIELD_F(S, n, t, r, doc)                                              \
+    {#n,  sizeof (#n) - 1, PROTO_T_##t, PROTO_REQ_##r, offsetof (S, n), NULL, \
+     doc, PROTO_FIXED_##t},
+#define FIELD_R(S, n, t, r, rec, doc) \
+    {#n,                              \
+     sizeof (#n) - 1,                 \
+     PROTO_T_##t,                     \
+     PROTO_REQ_##r,                   \
+     offsetof (S, n),                 \
+     &proto_rec_##rec,                \
+     doc,                             \
+     false},
 #define PROTO_REQ_REQ true
 #define PROTO_REQ_OPT false
 
 #define GEN_FIELDS(name, doc)                                                      \
     static const proto_field_desc_t proto_fields_##name[] = {PROTO_FIELDS_##name ( \
-        FIELD_F, FIELD_R, proto_##name##_t){NULL, 0, 0, 0, 0, NULL, NULL}};
+        FIELD_F, FIELD_R, proto_##name##_t){NULL, 0, 0, 0, 0, NULL, NULL, false}};
 PROTO_RECORDS (GEN_FIELDS)
 #undef GEN_FIELDS
 

@@ -146,8 +146,12 @@ static int encode_field (msgpack_packer *pk, const proto_field_desc_t *f,
     int rc = 0;
     switch (f->type) {
     case PROTO_T_U64:
+        if (f->fixed)
+            return msgpack_pack_fix_uint64 (pk, *(const uint64_t *)slot) ? CM_E_NOMEM : 0;
         return msgpack_pack_uint64 (pk, *(const uint64_t *)slot) ? CM_E_NOMEM : 0;
     case PROTO_T_I64:
+        if (f->fixed)
+            return msgpack_pack_fix_int64 (pk, *(const int64_t *)slot) ? CM_E_NOMEM : 0;
         return msgpack_pack_int64 (pk, *(const int64_t *)slot) ? CM_E_NOMEM : 0;
     case PROTO_T_F64:
         return msgpack_pack_double (pk, *(const double *)slot) ? CM_E_NOMEM : 0;
@@ -652,4 +656,67 @@ int proto_field_raw (const proto_msg_t *msg, const char *name, proto_buf_t *out)
         return msgpack_pack_object (&pk, kv->val) ? CM_E_NOMEM : 0;
     }
     return CM_E_MISSING;
+}
+
+//  Offsets of a map key's value: checks that the bytes at *pos are the
+//  fixstr key `name` and returns the position after it.
+static bool key_at (const uint8_t *p, size_t size, size_t *pos, const char *name)
+{
+    size_t n = strlen (name);
+    if (*pos + 1 + n > size || p[*pos] != (0xa0 | n) ||
+        memcmp (p + *pos + 1, name, n) != 0)
+        return false;
+    *pos += 1 + n;
+    return true;
+}
+
+int proto_event_stamp (void *data, size_t size, const cm_uuid_t *session, uint64_t seq,
+                       int64_t ts, const cm_uuid_t *turn)
+{
+    //  [1, type, corr, {session: bin16, seq: u64 fixed, ts: i64 fixed,
+    //   turn: bin16, ...}] as proto_encode writes an event.
+    uint8_t *p = data;
+    size_t pos = 0;
+    if (size < 8 || p[pos++] != 0x94 || p[pos++] != PROTO_VERSION) return CM_E_INVALID;
+    if (p[pos] == 0xcc)
+        pos += 2; //  type id >= 128
+    else if (p[pos] < 0x80)
+        pos += 1;
+    else
+        return CM_E_INVALID;
+    if (pos >= size) return CM_E_INVALID;
+    if (p[pos] < 0x80) //  corr as a fixint; events carry 0
+        pos += 1;
+    else
+        return CM_E_INVALID;
+    if (pos >= size) return CM_E_INVALID;
+    if ((p[pos] & 0xf0) == 0x80)
+        pos += 1;
+    else if (p[pos] == 0xde)
+        pos += 3;
+    else
+        return CM_E_INVALID;
+    size_t at_session, at_seq, at_ts, at_turn;
+    if (!key_at (p, size, &pos, "session") || pos + 18 > size || p[pos] != 0xc4 ||
+        p[pos + 1] != 16)
+        return CM_E_INVALID;
+    at_session = pos + 2;
+    pos += 18;
+    if (!key_at (p, size, &pos, "seq") || pos + 9 > size || p[pos] != 0xcf)
+        return CM_E_INVALID;
+    at_seq = pos + 1;
+    pos += 9;
+    if (!key_at (p, size, &pos, "ts") || pos + 9 > size || p[pos] != 0xd3)
+        return CM_E_INVALID;
+    at_ts = pos + 1;
+    pos += 9;
+    if (!key_at (p, size, &pos, "turn") || pos + 18 > size || p[pos] != 0xc4 ||
+        p[pos + 1] != 16)
+        return CM_E_INVALID;
+    at_turn = pos + 2;
+    memcpy (p + at_session, session->b, 16);
+    for (int i = 0; i < 8; i++) p[at_seq + i] = (uint8_t)(seq >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++) p[at_ts + i] = (uint8_t)((uint64_t)ts >> (56 - 8 * i));
+    memcpy (p + at_turn, turn->b, 16);
+    return 0;
 }

@@ -36,7 +36,8 @@ static void print_fields (FILE *out, const proto_rec_desc_t *rec)
             fprintf (out, "| `%s` | [[`%s`](#record-%s)] | %s | ", f->name, f->rec->name,
                      f->rec->name, f->required ? "required" : "optional");
         else
-            fprintf (out, "| `%s` | %s | %s | ", f->name, s_type_words[f->type],
+            fprintf (out, "| `%s` | %s%s | %s | ", f->name, s_type_words[f->type],
+                     f->fixed ? " (fixed 9 bytes)" : "",
                      f->required ? "required" : "optional");
         for (const char *c = f->doc; *c; c++)
             fputs (*c == '|' ? "\\|" : (char[]){*c, 0}, out);

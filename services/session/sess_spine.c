@@ -33,6 +33,22 @@ static int event_head (const proto_msg_desc_t *d, head_t *h)
     return 0;
 }
 
+//  Give an encoded event (e->data, e->size; head already stamped with
+//  s->next_seq) its place at the end of the queue.  Takes e.
+static uint64_t push (sess_server_t *self, sess_session_t *s, sess_event_t *e)
+{
+    e->seq = s->next_seq++;
+    e->next = NULL;
+    if (s->queue_tail)
+        s->queue_tail->next = e;
+    else
+        s->queue = e;
+    s->queue_tail = e;
+    s->queued++;
+    sess_spine_flush (self, s);
+    return e->seq;
+}
+
 static uint64_t enqueue (sess_server_t *self, sess_session_t *s, proto_type_t type,
                          void *body)
 {
@@ -61,19 +77,9 @@ static uint64_t enqueue (sess_server_t *self, sess_session_t *s, proto_type_t ty
     }
     sess_event_t *e = malloc (sizeof *e + self->buf.size);
     if (!e) return 0;
-    e->seq = seq;
-    e->size = self->buf.size;
-    e->next = NULL;
     memcpy (e->data, self->buf.data, self->buf.size);
-    if (s->queue_tail)
-        s->queue_tail->next = e;
-    else
-        s->queue = e;
-    s->queue_tail = e;
-    s->queued++;
-    s->next_seq++;
-    sess_spine_flush (self, s);
-    return seq;
+    e->size = self->buf.size;
+    return push (self, s, e);
 }
 
 uint64_t sess_emit (sess_server_t *self, sess_session_t *s, proto_type_t type, void *body)
@@ -100,6 +106,25 @@ uint64_t sess_emit_encoded (sess_server_t *self, sess_session_t *s, const cm_uui
         case PROTO_EV_PLAN:
         case PROTO_EV_USAGE:
         case PROTO_EV_POLICY: {
+            if (s->queued >= SESS_QUEUE_MAX) {
+                *err = CM_E_CAPACITY;
+                break;
+            }
+            //  Validated above; now stamp the worker's own bytes (no
+            //  re-encode).  An encoding we cannot stamp is re-encoded.
+            sess_event_t *e = malloc (sizeof *e + size);
+            if (!e) {
+                *err = CM_E_NOMEM;
+                break;
+            }
+            memcpy (e->data, data, size);
+            e->size = size;
+            if (proto_event_stamp (e->data, size, &s->rec.id, s->next_seq, cm_time_ms (),
+                                   turn) == 0) {
+                seq = push (self, s, e);
+                break;
+            }
+            free (e);
             head_t h;
             event_head (msg->desc, &h);
             memcpy ((char *)msg->body + h.turn, turn, sizeof *turn);

@@ -662,6 +662,53 @@ static void test_decode_reuses_msg (void **state)
     proto_buf_fini (&buf);
 }
 
+static void test_event_stamp_in_place (void **state)
+{
+    //  A worker encodes an event with a placeholder head; the session
+    //  stamps session, seq, ts and turn into the bytes without re-encoding.
+    cm_uuid_t sess, turn, other;
+    cm_uuid7 (&sess);
+    cm_uuid7 (&turn);
+    cm_uuid7 (&other);
+    proto_ev_text_t ev = {.turn = other, .text = "hello"};
+    proto_buf_t buf = {0};
+    assert_int_equal (proto_encode (&buf, PROTO_EV_AGENT_MESSAGE, 0, &ev), 0);
+    assert_non_null (memchr (buf.data, 0xcf, buf.size)); //  seq is fixed-width
+    size_t size = buf.size;
+    assert_int_equal (proto_event_stamp (buf.data, buf.size, &sess, 0x0102030405060708ull,
+                                         1795000000123, &turn),
+                      0);
+    assert_int_equal (buf.size, size);
+    proto_msg_t msg;
+    proto_msg_init (&msg);
+    assert_int_equal (proto_decode (&msg, buf.data, buf.size), 0);
+    proto_ev_text_t *got = proto_body (&msg, ev_text);
+    assert_memory_equal (got->session.b, sess.b, 16);
+    assert_memory_equal (got->turn.b, turn.b, 16);
+    assert_int_equal (got->seq, 0x0102030405060708ull);
+    assert_int_equal (got->ts, 1795000000123);
+    assert_string_equal (got->text, "hello");
+
+    //  A layout it does not know is refused, untouched (the caller then
+    //  re-encodes): here, an event whose turn is absent.
+    proto_ev_text_t bare = {.text = "x"};
+    proto_buf_reset (&buf);
+    assert_int_equal (proto_encode (&buf, PROTO_EV_AGENT_MESSAGE, 0, &bare), 0);
+    char *copy = malloc (buf.size);
+    memcpy (copy, buf.data, buf.size);
+    assert_int_equal (proto_event_stamp (buf.data, buf.size, &sess, 1, 2, &turn),
+                      CM_E_INVALID);
+    assert_memory_equal (copy, buf.data, buf.size);
+    //  Not an event at all.
+    proto_buf_reset (&buf);
+    proto_encode_ok (&buf, 5);
+    assert_int_equal (proto_event_stamp (buf.data, buf.size, &sess, 1, 2, &turn),
+                      CM_E_INVALID);
+    free (copy);
+    proto_msg_fini (&msg);
+    proto_buf_fini (&buf);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -676,6 +723,7 @@ int main (void)
         cmocka_unit_test (test_hostile_lengths),
         cmocka_unit_test (test_nesting_and_element_limits),
         cmocka_unit_test (test_decode_reuses_msg),
+        cmocka_unit_test (test_event_stamp_in_place),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
