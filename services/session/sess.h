@@ -237,6 +237,7 @@ void sess_turn_worker_lost (sess_server_t *self, sess_worker_t *w);
 void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_reason,
                     int64_t code, const char *message, bool retryable);
 void sess_turn_interrupted (sess_server_t *self, sess_session_t *s);
+void sess_turn_abandon (sess_server_t *self, sess_session_t *s);
 void sess_turn_on_acked (sess_server_t *self, sess_session_t *s);
 void sess_turns_tick (sess_server_t *self, int64_t now);
 void sess_turn_dispatch_waiting (sess_server_t *self);

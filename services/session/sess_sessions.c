@@ -683,7 +683,7 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
         sess_reply (self, peer, PROTO_OK, NULL);
         return;
     case PROTO_SESSION_DELETE: {
-        sess_turn_cancel (self, s);
+        sess_turn_abandon (self, s);
         if (!closed) count_open (self, s->rec.tenant, -1);
         proto_id_req_t req = {.id = s->rec.id};
         cm_map_remove (self->sessions, s->rec.id.b);

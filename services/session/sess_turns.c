@@ -97,6 +97,27 @@ void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_rea
     sess_turn_dispatch_waiting (self);
 }
 
+//  The session goes away (deleted) with a turn in any state: stop it at
+//  the worker, forget it, answer whoever waits for it.  Emits nothing.
+void sess_turn_abandon (sess_server_t *self, sess_session_t *s)
+{
+    sess_turn_t *t = &s->turn;
+    if (t->state == TURN_NONE) return;
+    if (t->state != TURN_ENDING) {
+        if (t->worker) {
+            proto_w_turn_ref_t ref = {.turn = t->id, .reason = "session deleted"};
+            sess_send_worker (self, t->worker, PROTO_W_CANCEL, &ref);
+            if (t->worker->active) t->worker->active--;
+        }
+        if (self->turns_running) self->turns_running--;
+        cm_map_remove (self->turns, t->id.b);
+    }
+    for (size_t i = 0; i < t->nrequesters; i++)
+        sess_reply_error (self, &t->requesters[i], CM_E_NOT_FOUND,
+                          "the session was deleted while this turn ran");
+    sess_turn_clear (t);
+}
+
 void sess_turn_interrupted (sess_server_t *self, sess_session_t *s)
 {
     //  Loaded at start in a running state: the turn died with the previous

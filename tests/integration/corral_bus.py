@@ -46,6 +46,7 @@ class Client:
         self.s.linger = 0
         self.s.connect(ep)
         self.corr = 0
+        self.kept = {}
 
     def send(self, t, body):
         self.corr += 1
@@ -53,6 +54,9 @@ class Client:
         return self.corr
 
     def recv(self, corr, timeout=5.0, pump=None):
+        """The reply to corr; replies to other requests are kept for later."""
+        if corr in self.kept:
+            return self.kept.pop(corr)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if pump:
@@ -61,6 +65,7 @@ class Client:
                 m = unpack(self.s.recv())
                 if m[2] == corr:
                     return m
+                self.kept[m[2]] = m
         raise AssertionError("no reply to corr %d within %.1fs" % (corr, timeout))
 
     def call(self, t, body, timeout=5.0, pump=None):

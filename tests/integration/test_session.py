@@ -252,6 +252,23 @@ def main():
               "session.list shows the tenant's session")
         r = client.call(SESSION_LIST, {"tenant": "t2"})
         check(r[1] == SESSIONS and r[3].get("sessions", []) == [], "and not to another tenant")
+        # -- deleting a session while its turn runs
+        r = client.call(SESSION_NEW, {"tenant": "t1", "cwd": "to-delete"})
+        did = r[3]["session"]["id"]
+        cd = client.send(SESSION_PROMPT, {"tenant": "t1", "id": did, "idem": "d1",
+                                          "prompt": prompt("long")})
+        td = w2.expect(W_TURN)[3]
+        r = client.call(65, {"tenant": "t1", "id": did}, pump=w2.pump)  # session.delete
+        check(r[1] == OK, "a session can be deleted while its turn runs")
+        r = client.recv(cd, pump=w2.pump)
+        check(r[1] == ERROR and r[3]["code"] == E_NOT_FOUND, "the waiting prompt is told")
+        w2.expect(W_CANCEL)
+        w2.send(W_TURN_DONE, {"turn": td["turn"], "stop_reason": "cancelled", "from": 0,
+                              "messages": [user("long")]})
+        w2.event(td["turn"], "late")
+        r = client.call(SESSION_LIST, {"tenant": "t1"}, pump=w2.pump)
+        check(r[1] == SESSIONS and did not in [x["id"] for x in r[3]["sessions"]],
+              "late messages for the deleted turn are ignored and the service keeps serving")
         print("session integration: all checks passed", flush=True)
     except (AssertionError, SystemExit) as e:
         if not isinstance(e, SystemExit):
