@@ -440,6 +440,12 @@ void sess_turn_worker_lost (sess_server_t *self, sess_worker_t *w)
     while (cm_map_next (self->turns, &pos, NULL, &value)) {
         sess_session_t *s = value;
         if (s->turn.worker != w) continue;
+        if (s->turn.state == TURN_SAVING) {
+            //  It finished before the worker died: let the save complete.
+            if (w->active) w->active--;
+            s->turn.worker = NULL;
+            continue;
+        }
         if (s->turn.state == TURN_LOADING) {
             //  Not started yet: it may still go to another worker.
             s->turn.worker = NULL;
