@@ -1,0 +1,376 @@
+/*  corral-keys: create, list and revoke API keys, straight in corral-store.
+
+    A new key is printed once on stdout and never again: the store keeps
+    only its SHA-256 (gw_auth.h).  list shows ids and labels, never keys or
+    hashes.  Revoking marks the record (revoked = true), so the id stays
+    listed and the gateway refuses the key.
+*/
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cm_config.h"
+#include "cm_id.h"
+#include "cm_log.h"
+#include "cm_time.h"
+#include "cm_zmq.h"
+#include "gw_auth.h"
+#include "proto_rpc.h"
+
+#define EXIT_OK      0
+#define EXIT_FAIL    1
+#define EXIT_USAGE   2
+#define TENANT_MAX   128  //  bytes in a tenant name
+#define NAME_MAX_LEN 128  //  bytes in a key's label
+#define LIST_LIMIT   1000 //  the store's page limit for key.list
+
+typedef struct {
+    char *endpoint, *tenant, *name, *log_level;
+    int64_t timeout;
+    bool admin;
+} config_t;
+
+#define OPT(name, type, field, def, help, min, max, choices)                        \
+    {                                                                               \
+        name, type, offsetof (config_t, field), def, help, min, max, choices, false \
+    }
+#define OPT_ENDPOINT                                                          \
+    OPT ("store-endpoint", CM_CFG_ENDPOINT, endpoint, "tcp://127.0.0.1:7701", \
+         "corral-store's address", 0, 0, NULL)
+#define OPT_TIMEOUT                                                                      \
+    OPT ("timeout", CM_CFG_MS, timeout, "5s", "give up on the store after this long", 1, \
+         600000, NULL)
+#define OPT_LOG_LEVEL                                                                    \
+    OPT ("log-level", CM_CFG_ENUM, log_level, "warn", "least severe level logged", 0, 0, \
+         "debug|info|warn|error")
+
+static const cm_cfg_opt_t s_create_opts[] = {
+    OPT ("tenant", CM_CFG_STR, tenant, NULL, "tenant the key acts for (required)", 0, 0,
+         NULL),
+    OPT ("name", CM_CFG_STR, name, NULL, "a label for people", 0, 0, NULL),
+    OPT ("admin", CM_CFG_BOOL, admin, "false", "may manage keys and see all tenants", 0,
+         0, NULL),
+    OPT_ENDPOINT,
+    OPT_TIMEOUT,
+    OPT_LOG_LEVEL,
+    CM_CFG_END};
+
+static const cm_cfg_opt_t s_list_opts[] = {
+    OPT ("tenant", CM_CFG_STR, tenant, NULL, "only this tenant's keys", 0, 0, NULL),
+    OPT_ENDPOINT, OPT_TIMEOUT, OPT_LOG_LEVEL, CM_CFG_END};
+
+static const cm_cfg_opt_t s_revoke_opts[] = {OPT_ENDPOINT, OPT_TIMEOUT, OPT_LOG_LEVEL,
+                                             CM_CFG_END};
+
+#define EXIT_CODES_TEXT                                                     \
+    "Exit status: 0 done; 1 failed (store unreachable or refused, no such " \
+    "key); 2 usage error."
+
+static void s_usage (FILE *out)
+{
+    fprintf (out,
+             "Usage: corral-keys COMMAND [OPTIONS]\n"
+             "Manage Corral API keys directly in corral-store.\n"
+             "\n"
+             "Commands:\n"
+             "  create --tenant T [--name N] [--admin]\n"
+             "        Make a key; print it ONCE on stdout ('key: ...', 'id: ...').\n"
+             "        Only its SHA-256 is stored: a lost key cannot be shown again.\n"
+             "  list [--tenant T]\n"
+             "        Print id, tenant, name, admin, created, revoked (never keys).\n"
+             "  revoke ID\n"
+             "        Mark the key with this id revoked; the gateway refuses it.\n"
+             "\n"
+             "Every command takes --store-endpoint (env CORRAL_STORE_ENDPOINT),\n"
+             "--timeout and --log-level; 'corral-keys COMMAND --help' lists them.\n"
+             "\n" EXIT_CODES_TEXT "\n");
+}
+
+static const cm_cfg_opt_t *s_find_opt (const cm_cfg_opt_t *opts, const char *arg)
+{
+    if (strncmp (arg, "--", 2) != 0) return NULL;
+    const char *name = arg + 2;
+    size_t len = strcspn (name, "=");
+    for (const cm_cfg_opt_t *o = opts; o->name; o++)
+        if (strlen (o->name) == len && strncmp (o->name, name, len) == 0) return o;
+    return NULL;
+}
+
+//  Remove the first positional argument from argv (an argument that is
+//  neither a flag nor a flag's separate value) into *pos.  argv keeps its
+//  order; *argc shrinks by one.
+static void s_take_positional (const cm_cfg_opt_t *opts, int *argc, char **argv,
+                               const char **pos)
+{
+    *pos = NULL;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (strcmp (a, "--") == 0) {
+            if (i + 1 < *argc) {
+                *pos = argv[i + 1];
+                memmove (&argv[i + 1], &argv[i + 2],
+                         (size_t)(*argc - i - 2) * sizeof *argv);
+                (*argc)--;
+            }
+            return;
+        }
+        if (a[0] == '-') {
+            const cm_cfg_opt_t *o = s_find_opt (opts, a);
+            if (o && o->type != CM_CFG_BOOL && !strchr (a, '=')) i++; //  its value
+            continue;
+        }
+        *pos = a;
+        memmove (&argv[i], &argv[i + 1], (size_t)(*argc - i - 1) * sizeof *argv);
+        (*argc)--;
+        return;
+    }
+}
+
+//  A tenant or label: bounded, printable, no control characters (they
+//  would garble list output and logs).
+static bool s_label_ok (const char *s, size_t max)
+{
+    size_t n = strnlen (s, max + 1);
+    if (n == 0 || n > max) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    return true;
+}
+
+//  Print a stored string, control characters as '?' (a record written by
+//  another tool may hold anything).
+static void s_print_field (const char *s)
+{
+    if (!s || !*s) {
+        fputs ("-", stdout);
+        return;
+    }
+    for (; *s; s++) putchar ((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
+static int s_store_failed (const char *what, int rc, const proto_msg_t *reply,
+                           const config_t *cfg)
+{
+    if (rc == CM_E_UNAVAILABLE || rc == CM_E_TIMEOUT)
+        fprintf (stderr, "corral-keys: corral-store at %s did not answer %s (%s)\n",
+                 cfg->endpoint, what, cm_strerror (rc));
+    else {
+        const proto_error_t *e = reply ? proto_body (reply, error) : NULL;
+        fprintf (stderr, "corral-keys: %s failed: %s%s%s\n", what, cm_strerror (rc),
+                 e && e->message ? ": " : "", e && e->message ? e->message : "");
+    }
+    return EXIT_FAIL;
+}
+
+/* ---------------------------------------------------------------- */
+/*  Commands                                                         */
+
+static int s_create (proto_rpc_t *rpc, const config_t *cfg)
+{
+    if (!cfg->tenant || !s_label_ok (cfg->tenant, TENANT_MAX)) {
+        fprintf (stderr,
+                 "corral-keys: create needs --tenant T (1..%d bytes, no control "
+                 "characters)\n",
+                 TENANT_MAX);
+        return EXIT_USAGE;
+    }
+    if (cfg->name && !s_label_ok (cfg->name, NAME_MAX_LEN)) {
+        fprintf (stderr,
+                 "corral-keys: --name must be 1..%d bytes, no control characters\n",
+                 NAME_MAX_LEN);
+        return EXIT_USAGE;
+    }
+    char key[GW_AUTH_KEY_BUF];
+    uint8_t hash[GW_AUTH_HASH_LEN];
+    if (gw_auth_key_generate (key) || gw_auth_key_hash (key, hash)) {
+        fprintf (stderr, "corral-keys: cannot make a key (no randomness or libcrypto)\n");
+        return EXIT_FAIL;
+    }
+    cm_log_secret (key); //  from here on no log line can carry it
+
+    proto_key_rec_t rec = {.hash = {hash, sizeof hash},
+                           .tenant = cfg->tenant,
+                           .name = cfg->name,
+                           .admin = cfg->admin,
+                           .created_ms = cm_time_ms ()};
+    cm_uuid7 (&rec.id);
+    proto_key_put_t put = {.key = &rec};
+    proto_msg_t reply;
+    proto_msg_init (&reply);
+    int rc = proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &reply, (int)cfg->timeout);
+    int status = EXIT_OK;
+    if (rc)
+        status = s_store_failed ("store.key.put", rc, &reply, cfg);
+    else {
+        char id[CM_UUID_STR_LEN];
+        printf ("key: %s\nid: %s\n", key, cm_uuid_fmt (&rec.id, id));
+        fflush (stdout);
+        fprintf (stderr, "corral-keys: copy the key now; it is not stored and cannot be "
+                         "shown again\n");
+    }
+    memset (key, 0, sizeof key);
+    proto_msg_fini (&reply);
+    return status;
+}
+
+//  key.list into reply (its body stays valid until the next call on rpc).
+static int s_fetch (proto_rpc_t *rpc, const config_t *cfg, const char *tenant,
+                    proto_msg_t *reply, const proto_keys_reply_t **keys)
+{
+    proto_list_req_t req = {.tenant = tenant, .limit = LIST_LIMIT};
+    int rc = proto_rpc_call (rpc, PROTO_STORE_KEY_LIST, &req, reply, (int)cfg->timeout);
+    if (rc) return s_store_failed ("store.key.list", rc, reply, cfg);
+    *keys = proto_body (reply, keys_reply);
+    if (!*keys) {
+        fprintf (stderr, "corral-keys: store.key.list answered with %s\n",
+                 proto_type_name (reply->type));
+        return EXIT_FAIL;
+    }
+    //  Keys are ordered by hash in the store, so there is no paging by id;
+    //  one page holds every key of any realistic deployment.
+    if ((*keys)->more)
+        fprintf (stderr, "corral-keys: more than %d keys; only the first %d are shown\n",
+                 LIST_LIMIT, LIST_LIMIT);
+    return EXIT_OK;
+}
+
+static int s_list (proto_rpc_t *rpc, const config_t *cfg)
+{
+    if (cfg->tenant && !s_label_ok (cfg->tenant, TENANT_MAX)) {
+        fprintf (stderr, "corral-keys: --tenant must be 1..%d bytes\n", TENANT_MAX);
+        return EXIT_USAGE;
+    }
+    proto_msg_t reply;
+    proto_msg_init (&reply);
+    const proto_keys_reply_t *keys = NULL;
+    int status = s_fetch (rpc, cfg, cfg->tenant, &reply, &keys);
+    if (status == EXIT_OK) {
+        printf ("ID\tTENANT\tNAME\tADMIN\tCREATED\tREVOKED\n");
+        for (size_t i = 0; i < keys->keys.count; i++) {
+            const proto_key_rec_t *k = &keys->keys.items[i];
+            char id[CM_UUID_STR_LEN], created[CM_TIME_ISO_LEN];
+            printf ("%s\t", cm_uuid_fmt (&k->id, id));
+            s_print_field (k->tenant);
+            putchar ('\t');
+            s_print_field (k->name);
+            printf ("\t%s\t%s\t%s\n", k->admin ? "yes" : "no",
+                    cm_time_iso (k->created_ms, created), k->revoked ? "yes" : "no");
+        }
+    }
+    proto_msg_fini (&reply);
+    return status;
+}
+
+static int s_revoke (proto_rpc_t *rpc, const config_t *cfg, const char *id_text)
+{
+    cm_uuid_t id;
+    if (!id_text || cm_uuid_parse (id_text, &id)) {
+        fprintf (stderr,
+                 "corral-keys: revoke needs a key id (a UUID, as 'list' shows)\n");
+        return EXIT_USAGE;
+    }
+    proto_msg_t reply, put_reply;
+    proto_msg_init (&reply);
+    proto_msg_init (&put_reply);
+    const proto_keys_reply_t *keys = NULL;
+    int status = s_fetch (rpc, cfg, NULL, &reply, &keys);
+    if (status != EXIT_OK) goto cleanup;
+
+    const proto_key_rec_t *found = NULL;
+    for (size_t i = 0; i < keys->keys.count && !found; i++)
+        if (memcmp (keys->keys.items[i].id.b, id.b, sizeof id.b) == 0)
+            found = &keys->keys.items[i];
+    if (!found) {
+        fprintf (stderr, "corral-keys: no key with id %s\n", id_text);
+        status = EXIT_FAIL;
+        goto cleanup;
+    }
+    if (found->revoked) {
+        fprintf (stderr, "corral-keys: key %s was already revoked\n", id_text);
+        goto cleanup;
+    }
+    //  The hash points into the list reply's frame; copy the record
+    //  before the next call replaces that frame.
+    uint8_t hash[GW_AUTH_HASH_LEN];
+    if (found->hash.size != sizeof hash) {
+        fprintf (stderr, "corral-keys: the stored record of %s is damaged (hash size)\n",
+                 id_text);
+        status = EXIT_FAIL;
+        goto cleanup;
+    }
+    memcpy (hash, found->hash.data, sizeof hash);
+    proto_key_rec_t rec = *found;
+    rec.hash = (proto_bin_t){hash, sizeof hash};
+    rec.revoked = true;
+    proto_key_put_t put = {.key = &rec};
+    int rc =
+        proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &put_reply, (int)cfg->timeout);
+    if (rc) {
+        status = s_store_failed ("store.key.put", rc, &put_reply, cfg);
+        goto cleanup;
+    }
+    printf ("revoked %s\n", id_text);
+cleanup:
+    proto_msg_fini (&put_reply);
+    proto_msg_fini (&reply);
+    return status;
+}
+
+/* ---------------------------------------------------------------- */
+
+int main (int argc, char **argv)
+{
+    if (argc < 2 || argv[1][0] == '-') {
+        bool help =
+            argc >= 2 && (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0);
+        s_usage (help ? stdout : stderr);
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    const cm_cfg_opt_t *opts = strcmp (cmd, "create") == 0   ? s_create_opts
+                               : strcmp (cmd, "list") == 0   ? s_list_opts
+                               : strcmp (cmd, "revoke") == 0 ? s_revoke_opts
+                                                             : NULL;
+    if (!opts) {
+        fprintf (stderr, "corral-keys: unknown command '%s' (create, list, revoke)\n",
+                 cmd);
+        return EXIT_USAGE;
+    }
+    //  The command's own argv: "corral-keys <cmd>" then its arguments.
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    const char *id = NULL;
+    if (opts == s_revoke_opts) s_take_positional (opts, &sub_argc, sub_argv, &id);
+
+    char prog[32];
+    snprintf (prog, sizeof prog, "corral-keys %s", cmd);
+    config_t cfg = {0};
+    char err[512];
+    int rc = cm_config_load (
+        opts, &cfg, sub_argc, sub_argv, prog,
+        "Manage Corral API keys (see 'corral-keys --help').\n" EXIT_CODES_TEXT, err,
+        sizeof err);
+    if (rc == CM_CONFIG_HELP) return EXIT_OK;
+    if (rc) {
+        fprintf (stderr, "corral-keys: %s\n", err);
+        return EXIT_USAGE;
+    }
+    cm_log_level_t level = CM_LOG_WARN;
+    cm_log_level_parse (cfg.log_level, &level);
+    cm_log_init ("keys", level);
+
+    int status = EXIT_FAIL;
+    proto_rpc_t *rpc = proto_rpc_new (cfg.endpoint);
+    if (!rpc)
+        fprintf (stderr, "corral-keys: cannot connect to %s\n", cfg.endpoint);
+    else if (opts == s_create_opts)
+        status = s_create (rpc, &cfg);
+    else if (opts == s_list_opts)
+        status = s_list (rpc, &cfg);
+    else
+        status = s_revoke (rpc, &cfg, id);
+    proto_rpc_destroy (&rpc);
+    cm_zmq_term ();
+    cm_config_free (opts, &cfg);
+    return status;
+}
