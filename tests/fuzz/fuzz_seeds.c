@@ -128,6 +128,17 @@ int main (int argc, char **argv)
          "data: "
          "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n"
          "data: [DONE]\n\n"},
+        //  JSON-RPC frames for fuzz_jsonrpc (its first byte is only a depth
+        //  hint there, so a leading space keeps them valid JSON too).
+        {"rpc-request", " {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"session/prompt\","
+                        "\"params\":{\"sessionId\":\"s\",\"prompt\":[{\"type\":\"text\","
+                        "\"text\":\"hi\"}]}}"},
+        {"rpc-notification", " {\"jsonrpc\":\"2.0\",\"method\":\"session/cancel\","
+                             "\"params\":{\"sessionId\":\"s\"}}"},
+        {"rpc-response", " {\"jsonrpc\":\"2.0\",\"id\":\"r1\",\"result\":{\"outcome\":"
+                         "{\"outcome\":\"selected\",\"optionId\":\"allow\"}}}"},
+        {"rpc-error", " {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32601,"
+                      "\"message\":\"x\"}}"},
         {"sse-anthropic",
          "\x01event: message_start\ndata: "
          "{\"type\":\"message_start\",\"message\":{\"usage\":"
