@@ -571,15 +571,6 @@ done:
     return rc;
 }
 
-static int s_render (const fake_response_t *resp, size_t first, const fake_call_t *call,
-                     fake_plan_t *plan)
-{
-    if (call->stream) return s_render_stream (resp, first, call, plan);
-    plan->chunked = false;
-    plan->content_type = "application/json";
-    return s_render_json (resp, first, call, plan);
-}
-
 const fake_provider_t fake_anthropic = {
     .name = "anthropic",
     .check_headers = s_check_headers,
@@ -587,6 +578,7 @@ const fake_provider_t fake_anthropic = {
     .error_type = s_error_type,
     .error_body = s_error_body,
     .error_status = s_error_status,
-    .render = s_render,
+    .render_stream = s_render_stream,
+    .render_json = s_render_json,
     .request_id_header = "request-id",
 };

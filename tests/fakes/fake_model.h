@@ -299,9 +299,13 @@ typedef struct {
                        uint64_t seq);
     //  The HTTP status a non-streamed error_event becomes.
     int (*error_status) (const char *type);
-    //  Render steps [first..] of resp as this provider's answer to call.
-    int (*render) (const fake_response_t *resp, size_t first, const fake_call_t *call,
-                   fake_plan_t *plan);
+    //  Render steps [first..] of resp as this provider's answer to call:
+    //  its event stream, or (a request without "stream": true) one JSON
+    //  body.  The caller chooses and sets the plan's framing for JSON.
+    int (*render_stream) (const fake_response_t *resp, size_t first,
+                          const fake_call_t *call, fake_plan_t *plan);
+    int (*render_json) (const fake_response_t *resp, size_t first,
+                        const fake_call_t *call, fake_plan_t *plan);
     const char *request_id_header; //  "x-request-id" | "request-id"
 } fake_provider_t;
 

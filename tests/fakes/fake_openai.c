@@ -520,15 +520,6 @@ done:
     return rc;
 }
 
-static int s_render (const fake_response_t *resp, size_t first, const fake_call_t *call,
-                     fake_plan_t *plan)
-{
-    if (call->stream) return s_render_stream (resp, first, call, plan);
-    plan->chunked = false;
-    plan->content_type = "application/json";
-    return s_render_json (resp, first, call, plan);
-}
-
 const fake_provider_t fake_openai = {
     .name = "openai",
     .check_headers = s_check_headers,
@@ -536,6 +527,7 @@ const fake_provider_t fake_openai = {
     .error_type = s_error_type,
     .error_body = s_error_body,
     .error_status = s_error_status,
-    .render = s_render,
+    .render_stream = s_render_stream,
+    .render_json = s_render_json,
     .request_id_header = "x-request-id",
 };

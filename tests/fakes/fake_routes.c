@@ -36,6 +36,17 @@ fake_routes_t *fake_routes_new (void)
     return calloc (1, sizeof (fake_routes_t));
 }
 
+//  A provider's answer to one call, as the request asked: streamed or one
+//  JSON body.
+static int s_render (const fake_provider_t *p, const fake_response_t *resp, size_t first,
+                     const fake_call_t *call, fake_plan_t *plan)
+{
+    if (call->stream) return p->render_stream (resp, first, call, plan);
+    plan->chunked = false;
+    plan->content_type = "application/json";
+    return p->render_json (resp, first, call, plan);
+}
+
 static void s_log_clear (fake_routes_t *self)
 {
     for (size_t i = 0; i < self->len; i++)
@@ -253,7 +264,7 @@ static void s_model (fake_routes_t *self, fake_server_t *srv, fake_conn_t *conn,
     fake_id (id, sizeof id, "req_fake_", call.seq, -1);
     if (!plan ||
         fake_buf_printf (&plan->headers, "%s: %s\r\n", p->request_id_header, id) ||
-        p->render (resp, first, &call, plan)) {
+        s_render (p, resp, first, &call, plan)) {
         status = 500;
         s_error (conn, p, status, NULL, "corral-fake-model: out of memory", call.seq, -1);
         goto done;
