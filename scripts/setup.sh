@@ -20,7 +20,29 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Node.js and npm run the official ACP SDK tests and the fan-out
+# benchmark's load generator; Debian's packages unless a Node.js is there.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+npm_deps() {
+  # The SDK and ws, pinned by tests/e2e/package-lock.json; skipped when
+  # node_modules was installed from this very lock file (a stamp keeps its
+  # checksum).
+  local e2e sum
+  e2e="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e"
+  [ -f "$e2e/package-lock.json" ] || return 0
+  sum=$(sha256sum "$e2e/package-lock.json" | cut -d' ' -f1)
+  [ "$(cat "$e2e/node_modules/.corral-lock" 2>/dev/null)" = "$sum" ] && return 0
+  echo "setup: npm ci in tests/e2e" >&2
+  (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$sum" >"$e2e/node_modules/.corral-lock"
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  npm_deps
+  exit 0
+fi
 
 as_root=(env DEBIAN_FRONTEND=noninteractive)
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,4 +52,5 @@ fi
 echo "setup: installing ${missing[*]}" >&2
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+npm_deps
 echo "setup: done" >&2
