@@ -45,13 +45,26 @@ else
   model="the built-in scripted model (offline; set OPENAI_API_KEY/OPENAI_BASE_URL or ANTHROPIC_API_KEY to use a real one)"
 fi
 start worker $B/services/agent-worker/corral-worker "${worker_args[@]}"
+start gateway $B/gateway/corral-gateway
 sleep 1
+# An API key for this local stack: made once, kept (mode 600) in the data
+# dir, shown each time.  Only its SHA-256 is in the store.
+keyfile="$CORRAL_DATA_DIR/local-api-key"
+if [ ! -s "$keyfile" ]; then
+  (umask 077; $B/gateway/corral-keys create --tenant local --name "local stack" --admin |
+     sed -n 's/^key: //p' >"$keyfile")
+fi
+key=$(cat "$keyfile")
 cat <<MSG
 
 Corral's local stack is running (data in $CORRAL_DATA_DIR).
+  gateway  http://127.0.0.1:8080    ACP over WebSocket at ws://127.0.0.1:8080/acp
+  API key  $key
+           (kept in $keyfile)
   store    tcp://127.0.0.1:7701     session  tcp://127.0.0.1:7702 (clients)
   events   tcp://127.0.0.1:7704     model    $model
 Try it from another terminal:
+  curl -s -H "Authorization: Bearer $key" http://127.0.0.1:8080/v1/sessions
   /usr/bin/python3 scripts/try.py "hello"
   /usr/bin/python3 scripts/try.py "write a file"      (asks permission)
 Ctrl-C stops everything.
