@@ -240,7 +240,8 @@ static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *re
         s->queued--;
         publish (self, s, e); //  e belongs to ZeroMQ now
     }
-    if (last > s->acked_seq) s->acked_seq = last;
+    if (last > s->acked_seq)
+        s->acked_seq = s->rec.last_seq = last; //  readers see the acknowledged head
     s->inflight_last = 0;
     sess_turn_on_acked (self, s);
     sess_spine_flush (self, s);
