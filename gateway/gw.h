@@ -55,8 +55,12 @@
 #define GW_HELD_MAX        32    //  requests held while a key is being checked
 #define GW_TENANT_MAX      128   //  bytes of a tenant name
 #define GW_CALL_TIMEOUT_MS 10000 //  a bus request not answered by then fails
-#define GW_PAGE            1000  //  events asked of the store at once
-#define GW_WARM_MS         250   //  a new subscription's settling time
+//  A prompt's answer comes with its turn's end, normally from the event
+//  stream; the session's own answer may never come (a restart), so its
+//  call is dropped after this long rather than kept forever.
+#define GW_PROMPT_TIMEOUT_MS (6LL * 3600 * 1000)
+#define GW_PAGE              1000 //  events asked of the store at once
+#define GW_WARM_MS           250  //  a new subscription's settling time
 
 typedef struct gw_server gw_server_t;
 typedef struct gw_conn gw_conn_t;
@@ -79,6 +83,7 @@ typedef struct {
     int64_t queue_frames, queue_bytes;
     int64_t key_cache_ms;
     bool listen_share;
+    bool metrics_auth; //  /metrics needs an admin key
     char *log_level;
 } gw_config_t;
 
@@ -224,10 +229,12 @@ struct gw_conn {
     //  closing
     bool closing;
     bool flush_first; //  write what is queued before closing
+    bool close_sent;  //  lws was told to close: it sends the close frame and
+                      //  waits for the peer's; later WRITEABLEs do nothing
     bool refuse;      //  close right after the handshake (reason below)
     int close_code;
     char close_reason[124]; //  a WebSocket close reason is at most 123 bytes
-    struct gw_http *http; //  HTTP only
+    struct gw_http *http;   //  HTTP only
     gw_conn_t *all_next, *all_prev;
 };
 
@@ -278,6 +285,7 @@ struct gw_server {
     cm_map_t *keys; //  sha-256 -> gw_key_t
     gw_iplimit_t *iplimit;
     struct gw_render *render;
+    struct gw_http_srv *http; //  gw_http.c: mounts, static folder, counters
     char **origins;
     size_t norigins;
     gw_stats_t stats;
@@ -286,6 +294,16 @@ struct gw_server {
 };
 
 int gw_server_run (gw_config_t *cfg);
+
+/* ---- gw_listen.c --------------------------------------------------- */
+
+//  A listening socket for host (an address, "" or 0.0.0.0 for all) and
+//  port, SO_REUSEPORT when cfg listen_share.  Returns the fd or -1 (logged).
+int gw_listen_open (gw_server_t *self, const char *host, const char *port);
+//  Hand it to the lws loop (which owns and closes it from then on).
+int gw_listen_adopt (gw_server_t *self, int fd);
+int gw_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                        void *in, size_t len);
 
 /* ---- gw_bus.c ------------------------------------------------------ */
 
@@ -352,6 +370,8 @@ void gw_watch_tick (gw_server_t *self, int64_t now);
 void gw_acp_on_frame (gw_server_t *self, gw_conn_t *conn, const char *data, size_t len);
 //  The key check finished: replay held frames or refuse them.
 void gw_acp_on_auth (gw_server_t *self, gw_conn_t *conn);
+//  The store's epoch became known: run what connections held meanwhile.
+void gw_acp_on_epoch (gw_server_t *self);
 //  Run one parsed request or notification through the method table
 //  (REST builds msg itself).
 void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "cm_log.h"
@@ -40,7 +41,10 @@ static gw_server_t *server_of (struct lws *wsi)
 
 static gw_conn_t *conn_of (struct lws *wsi)
 {
-    return lws_get_opaque_user_data (wsi);
+    //  The bus's raw files carry the server itself (gw_bus.c), and lws
+    //  sends their WSI_DESTROY here too: that is not a connection.
+    void *p = lws_get_opaque_user_data (wsi);
+    return p == (void *)server_of (wsi) ? NULL : p;
 }
 
 static void drop_conn (gw_server_t *self, struct lws *wsi)
@@ -189,9 +193,15 @@ static int on_receive (gw_server_t *self, gw_conn_t *conn, struct lws *wsi,
     if (!final) return 0;
     if (conn->rx.oom) {
         cm_strbuf_free (&conn->rx);
-        gw_send_error (self, conn, json_null (), CM_E_TOO_LARGE,
-                       "message larger than the limit (1 MiB by default); split the "
-                       "content or send a file reference");
+        //  docs/client-protocol.md: -32006 with data.limit, the cap in force.
+        char text[160];
+        snprintf (text, sizeof text,
+                  "too large: the message is over the limit of %lld bytes; split the "
+                  "content or send a file reference",
+                  (long long)self->cfg->max_frame);
+        json_t *detail = json_pack ("{s:I}", "limit", (json_int_t)self->cfg->max_frame);
+        gw_send_error_detail (self, conn, json_null (), CM_E_TOO_LARGE, text, detail);
+        json_decref (detail);
         return 0;
     }
     if (conn->rx_binary) {
@@ -224,7 +234,10 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
             memcpy (why, conn->close_reason, sizeof why);
             conn->refuse = false;
             gw_conn_close (self, conn, conn->close_code, why);
-        }
+        } else if (conn->auth == GW_AUTH_BAD)
+            //  A malformed key (no lookup was made): refused like an
+            //  unknown one (gw_acp_on_auth).
+            gw_conn_close (self, conn, 1008, "the API key was not accepted");
         return 0;
     case LWS_CALLBACK_RECEIVE:
         return conn && conn->kind == GW_CONN_WS ? on_receive (self, conn, wsi, in, len)
@@ -274,6 +287,7 @@ static int s_bus_callback (struct lws *wsi, enum lws_callback_reasons reason, vo
 static struct lws_protocols s_protocols[] = {
     {"corral", s_callback, 0, 4096, 0, NULL, 0},
     {"corral-bus", s_bus_callback, 0, 0, 0, NULL, 0},
+    {"corral-listen", gw_listen_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 //  lws decides its own liveness checks from this policy; ours (pings,
@@ -322,6 +336,7 @@ static void on_stats (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
     }
     snprintf (self->epoch, sizeof self->epoch, "%s", s->epoch);
     cm_info ("store epoch %s", self->epoch);
+    gw_acp_on_epoch (self);
 }
 
 static void lws_emit (int level, const char *line)
@@ -385,7 +400,14 @@ int gw_server_run (gw_config_t *cfg)
         return CM_E_INVALID;
     }
     *colon = 0;
-    int port = atoi (colon + 1);
+    //  "[::1]:8080": the brackets are URL syntax, not part of the address.
+    char *h = host;
+    if (*h == '[' && colon > h && colon[-1] == ']') {
+        h++;
+        colon[-1] = 0;
+    }
+    int listen_fd = gw_listen_open (self, h, colon + 1);
+    if (listen_fd < 0) return CM_E_INVALID;
 
     self->conns = cm_map_new (8);
     self->subs = cm_map_new (16);
@@ -398,15 +420,13 @@ int gw_server_run (gw_config_t *cfg)
 
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
-    info.port = port;
-    info.iface = strcmp (host, "0.0.0.0") == 0 || !*host ? NULL : host;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; //  gw_listen.c accepts
     info.protocols = s_protocols;
     info.mounts = gw_http_mounts (self);
     info.user = self;
     info.retry_and_idle_policy = &s_idle_policy;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
-    if (cfg->listen_share) info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
     if (cfg->tls_cert && *cfg->tls_cert) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->tls_cert;
@@ -415,13 +435,17 @@ int gw_server_run (gw_config_t *cfg)
     info.timeout_secs = 20;
     self->ctx = lws_create_context (&info);
     if (!self->ctx) {
-        cm_error ("cannot listen on %s (in use, or a bad address or certificate)",
-                  cfg->listen);
+        cm_error ("cannot start the HTTP server (a bad certificate or key?)");
+        close (listen_fd);
         goto done;
     }
     self->vhost = lws_get_vhost_by_name (self->ctx, "default");
     if (!self->vhost) {
         cm_error ("lws made no default vhost");
+        goto done;
+    }
+    if (gw_listen_adopt (self, listen_fd)) {
+        cm_error ("cannot adopt the listening socket into the lws loop");
         goto done;
     }
     if (gw_bus_open (self)) goto done;
