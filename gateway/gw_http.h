@@ -23,7 +23,9 @@ int gw_http_callback (gw_server_t *self, struct lws *wsi,
                       enum lws_callback_reasons reason, void *user, void *in, size_t len);
 
 //  WRITEABLE for an HTTP connection: headers first, then queued frames.
-//  Returns -1 to close, 1 when the transaction is complete.
+//  Returns -1 to close, else 0.  When the response is complete the
+//  connection is freed here (and the wsi's opaque pointer cleared) before
+//  lws is told the transaction ended, so lws may reuse the socket.
 int gw_http_write (gw_server_t *self, gw_conn_t *conn);
 
 //  The key check of an HTTP request finished (conn->auth says how).
@@ -33,6 +35,10 @@ void gw_http_on_auth (gw_server_t *self, gw_conn_t *conn);
 //  code with an optional message of our own.
 void gw_http_respond (gw_server_t *self, gw_conn_t *conn, json_t *result, int cm_code,
                       const char *message);
+//  The same for an error with a detail object (borrowed; filtered by
+//  gw_rpc's allowlist: retryAfterMs, lastSeq ... reach REST clients too).
+void gw_http_respond_error (gw_server_t *self, gw_conn_t *conn, int cm_code,
+                            const char *message, json_t *detail);
 
 //  An event for a streaming request (events?after=N): one JSON line or
 //  one SSE record.  Non-streaming requests ignore events.

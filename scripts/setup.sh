@@ -9,7 +9,7 @@ pkgs=(
   clang clang-format libclang-rt-14-dev
   libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev liblmdb-dev
   lmdb-utils libcmocka-dev libwebsockets-dev libjansson-dev libssl-dev
-  curl python3 python3-zmq python3-msgpack python3-websockets
+  curl python3 python3-zmq python3-msgpack python3-websockets python3-yaml prometheus
   valgrind procps
 )
 
