@@ -62,7 +62,7 @@ void gw_send_error_detail (gw_server_t *self, gw_conn_t *conn, json_t *id, int c
 {
     self->stats.errors++;
     if (conn->kind == GW_CONN_HTTP) {
-        gw_http_respond (self, conn, NULL, cm_code, message);
+        gw_http_respond_error (self, conn, cm_code, message, detail);
         return;
     }
     if (!id) return;
@@ -236,6 +236,15 @@ static const struct {
 };
 #define S_METHODS (sizeof s_methods / sizeof s_methods[0])
 
+//  A WebSocket error with one of JSON-RPC's own codes (-32600, -32601),
+//  which are not rows of gw_rpc's cm table.  A notification gets none.
+static void send_rpc_error (gw_server_t *self, gw_conn_t *conn, json_t *id, int code,
+                            const char *message, json_t *data)
+{
+    self->stats.errors++;
+    if (id) gw_conn_send_text (self, conn, gw_rpc_error (id, code, message, data));
+}
+
 void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
 {
     bool request = msg->kind == GW_RPC_REQUEST;
@@ -246,13 +255,23 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     size_t i = 0;
     while (i < S_METHODS && strcmp (s_methods[i].method, msg->method) != 0) i++;
     if (i == S_METHODS) {
-        json_t *detail = json_pack ("{s:s}", "method", msg->method);
-        gw_send_error_detail (
-            self, conn, msg->id, CM_E_UNKNOWN_TYPE,
-            "unknown method; see docs/client-protocol.md for the methods "
-            "this server serves",
-            detail);
-        json_decref (detail);
+        static const char msg_text[] =
+            "method not found: see docs/client-protocol.md for "
+            "the methods this server serves";
+        if (conn->kind == GW_CONN_WS) {
+            //  JSON-RPC's own -32601 (the cm table has no such row): data
+            //  names the method only when it looks like one.
+            const char *m = msg->method;
+            size_t n = strspn (m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789_-.:/$");
+            json_t *data = m[n] == 0 && n <= GW_RPC_MAX_METHOD
+                               ? json_pack ("{s:s}", "method", m)
+                               : NULL;
+            send_rpc_error (self, conn, msg->id, GW_RPC_METHOD_NOT_FOUND, msg_text, data);
+            json_decref (data);
+            return;
+        }
+        gw_send_error (self, conn, msg->id, CM_E_UNKNOWN_TYPE, msg_text);
         return;
     }
     unsigned flags = s_methods[i].flags;
@@ -263,8 +282,10 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
         return;
     }
     if ((flags & F_INIT) && !conn->initialized && conn->kind == GW_CONN_WS) {
-        gw_send_error (self, conn, msg->id, CM_E_INVALID,
-                       "call initialize first (ACP: initialize opens every connection)");
+        send_rpc_error (self, conn, msg->id, GW_RPC_INVALID_REQUEST,
+                        "invalid request: call initialize first (ACP: initialize opens "
+                        "every connection)",
+                        NULL);
         return;
     }
     if ((flags & F_AUTH) && conn->auth != GW_AUTH_OK) {
@@ -273,6 +294,13 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
                            ? "the API key was not accepted; check it or ask for a new one"
                            : "an API key is required: connect with Authorization: Bearer "
                              "<key>, X-API-Key, ?token= or the corral_key cookie");
+        return;
+    }
+    if ((flags & F_AUTH) && !*self->epoch) {
+        //  Positions (_meta.epoch) are meaningless until the store told us
+        //  its epoch: a moment after start, or while the store is down.
+        gw_send_error (self, conn, msg->id, CM_E_UNAVAILABLE,
+                       "the gateway is still connecting to the store; retry in a moment");
         return;
     }
     if ((flags & F_RATE) && conn->key) {
@@ -319,8 +347,9 @@ static void process (gw_server_t *self, gw_conn_t *conn, const char *data, size_
 
 void gw_acp_on_frame (gw_server_t *self, gw_conn_t *conn, const char *data, size_t len)
 {
-    if (conn->auth == GW_AUTH_PENDING) {
-        //  Hold it until the key is checked (order matters).
+    if (conn->auth == GW_AUTH_PENDING || !*self->epoch || conn->nheld) {
+        //  Hold it until the key is checked and the store's epoch is known
+        //  (a moment after start), in order.
         if (conn->nheld == GW_HELD_MAX) {
             gw_conn_close (self, conn, 1008,
                            "too many messages before the API key was checked");
@@ -336,8 +365,18 @@ void gw_acp_on_frame (gw_server_t *self, gw_conn_t *conn, const char *data, size
     process (self, conn, data, len);
 }
 
+void gw_acp_on_epoch (gw_server_t *self)
+{
+    for (gw_conn_t *conn = self->all; conn; conn = conn->all_next)
+        if (conn->kind == GW_CONN_WS && conn->nheld && conn->auth != GW_AUTH_PENDING &&
+            !conn->closing)
+            gw_acp_on_auth (self, conn);
+}
+
 void gw_acp_on_auth (gw_server_t *self, gw_conn_t *conn)
 {
+    if (!*self->epoch || conn->auth == GW_AUTH_PENDING)
+        return; //  gw_acp_on_epoch runs them once the store answered
     bool transient = strcmp (conn->close_reason, "transient") == 0;
     conn->close_reason[0] = 0;
     for (size_t i = 0; i < conn->nheld; i++) {

@@ -98,7 +98,8 @@ static void send_prompt (gw_server_t *self, gw_conn_t *conn, ctx_t *c)
                                   .idem = c->idem,
                                   .prompt = c->text,
                                   .conn = conn_text};
-    if (gw_call_session (self, PROTO_SESSION_PROMPT, &req, 0, on_prompted, c)) {
+    if (gw_call_session (self, PROTO_SESSION_PROMPT, &req, GW_PROMPT_TIMEOUT_MS,
+                         on_prompted, c)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, wait->id, CM_E_INTERNAL, NULL);
     }
@@ -218,6 +219,7 @@ void gw_acp_cancel_request (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *ms
         gw_wait_free (wait);
     } else {
         gw_wait_free (wait);
-        gw_watch_free (self, w); //  an abandoned load leaves nothing behind
+        if (!w->waits)
+            gw_watch_free (self, w); //  an abandoned load leaves nothing behind
     }
 }

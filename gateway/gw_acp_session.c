@@ -76,6 +76,86 @@ void gw_acp_new (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
 
 enum { K_LOAD = 1, K_ATTACH, K_RESUME };
 
+//  Watch from after and answer (result, taken) once the replay reaches head.
+static void watch_until (gw_server_t *self, gw_conn_t *conn, ctx_t *c,
+                         const cm_uuid_t *id, uint64_t after, uint64_t head,
+                         json_t *result)
+{
+    //  Attaching again replaces the watch; its waits (a prompt still
+    //  running) carry over, so every request is still answered once.
+    gw_wait_t *kept = NULL;
+    gw_watch_t *old = gw_watch_find (conn, id);
+    if (old) {
+        kept = old->waits;
+        old->waits = NULL;
+        gw_watch_free (self, old);
+    }
+    gw_watch_t *w = gw_watch_new (self, conn, id, after);
+    gw_wait_t *wait = w ? calloc (1, sizeof *wait) : NULL;
+    if (!wait || !result) {
+        if (w) gw_watch_free (self, w);
+        free (wait);
+        json_decref (result);
+        for (gw_wait_t *next; kept; kept = next) {
+            next = kept->next;
+            gw_send_error (self, conn, kept->id, CM_E_NOMEM, NULL);
+            gw_wait_free (kept);
+        }
+        gw_send_error (self, conn, c->id, CM_E_NOMEM, NULL);
+        gw_acp_ctx_free (c);
+        return;
+    }
+    for (gw_wait_t *next; kept; kept = next) {
+        next = kept->next;
+        gw_watch_add_wait (self, w, kept);
+    }
+    wait->result = result;
+    wait->kind = GW_WAIT_LOAD;
+    wait->id = c->id ? json_incref (c->id) : NULL;
+    wait->until = head;
+    wait->known = true;
+    gw_watch_add_wait (self, w, wait);
+    gw_watch_pump (self, w);
+    gw_acp_ctx_free (c);
+}
+
+static json_t *attach_result (gw_server_t *self, const cm_uuid_t *id, uint64_t head,
+                              const char *state)
+{
+    char text[37];
+    return json_pack ("{s:s, s:s, s:I, s:s}", "sessionId", cm_uuid_fmt (id, text),
+                      "epoch", self->epoch, "lastSeq", (json_int_t)head, "state", state);
+}
+
+//  The store's head of a session whose record's last_seq was behind afterSeq.
+static void on_store_head (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
+{
+    ctx_t *c = arg;
+    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
+    if (!conn) return;
+    proto_events_reply_t *r = rc == 0 && reply ? proto_body (reply, events_reply) : NULL;
+    if (!r) {
+        gw_send_error (self, conn, c->id, CM_E_UNAVAILABLE,
+                       "the event history could not be read; retry in a moment");
+        gw_acp_ctx_free (c);
+        return;
+    }
+    if (c->after > r->last_seq) {
+        json_t *detail = json_pack ("{s:I, s:s}", "lastSeq", (json_int_t)r->last_seq,
+                                    "epoch", self->epoch);
+        gw_send_error_detail (
+            self, conn, c->id, CM_E_EXPIRED,
+            "afterSeq is past the end of this session's history (another "
+            "store?); load the session again",
+            detail);
+        json_decref (detail);
+        gw_acp_ctx_free (c);
+        return;
+    }
+    watch_until (self, conn, c, &c->session, c->after, r->last_seq,
+                 attach_result (self, &c->session, r->last_seq, c->text ? c->text : ""));
+}
+
 static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
@@ -90,45 +170,28 @@ static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
     uint64_t head = rec->last_seq;
     uint64_t after = c->kind == K_LOAD ? 0 : c->kind == K_RESUME ? head : c->after;
     if (after > head) {
-        json_t *detail =
-            json_pack ("{s:I, s:s}", "lastSeq", (json_int_t)head, "epoch", self->epoch);
-        gw_send_error_detail (
-            self, conn, c->id, CM_E_EXPIRED,
-            "afterSeq is past the end of this session's history (another "
-            "store?); load the session again",
-            detail);
-        json_decref (detail);
-        gw_acp_ctx_free (c);
+        //  The record's last_seq is written with the record, not with every
+        //  event, so it lags during a turn: the store has the real head.
+        free (c->text);
+        c->text = strdup (rec->state);
+        c->session = rec->id;
+        proto_events_range_t req = {.session = rec->id, .after_seq = head, .limit = 1};
+        if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_store_head, c)) {
+            gw_send_error (self, conn, c->id, CM_E_INTERNAL, NULL);
+            gw_acp_ctx_free (c);
+        }
         return;
     }
-    gw_watch_t *old = gw_watch_find (conn, &rec->id);
-    if (old) gw_watch_free (self, old);
-    gw_watch_t *w = gw_watch_new (self, conn, &rec->id, after);
-    gw_wait_t *wait = w ? calloc (1, sizeof *wait) : NULL;
-    if (!wait) {
-        if (w) gw_watch_free (self, w);
-        gw_send_error (self, conn, c->id, CM_E_NOMEM, NULL);
-        gw_acp_ctx_free (c);
-        return;
-    }
-    char text[37];
-    if (c->kind == K_ATTACH) {
-        wait->result = json_pack ("{s:s, s:s, s:I, s:s}", "sessionId",
-                                  cm_uuid_fmt (&rec->id, text), "epoch", self->epoch,
-                                  "lastSeq", (json_int_t)head, "state", rec->state);
-    } else {
-        wait->result = gw_acp_session_setup (rec);
+    json_t *result;
+    if (c->kind == K_ATTACH)
+        result = attach_result (self, &rec->id, head, rec->state);
+    else {
+        result = gw_acp_session_setup (rec);
         json_object_set_new (
-            wait->result, "_meta",
+            result, "_meta",
             json_pack ("{s:s, s:I}", "epoch", self->epoch, "lastSeq", (json_int_t)head));
     }
-    wait->kind = GW_WAIT_LOAD;
-    wait->id = c->id ? json_incref (c->id) : NULL;
-    wait->until = head;
-    wait->known = true;
-    gw_watch_add_wait (self, w, wait);
-    gw_watch_pump (self, w);
-    gw_acp_ctx_free (c);
+    watch_until (self, conn, c, &rec->id, after, head, result);
 }
 
 static void attach_common (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg,

@@ -55,6 +55,59 @@ static struct lws *adopt (gw_server_t *self, void *sock)
     return wsi;
 }
 
+/*  The SUB's (re)connections.  After the SUB connects again to a publisher
+    (corral-session restarted), its subscriptions take a moment to reach
+    it, and what is published before that never arrives here.  A lost
+    event followed by another shows as a gap and is repaired, but the last
+    ones - a restart's "interrupted" turn_ended - would stay unseen, with
+    prompts waiting on them.  So on every ZMTP handshake of the SUB, every
+    watch reads the store once the subscriptions have settled
+    (gw_watch_tick, after warm_until).  One gateway per process: static. */
+#define SUB_MONITOR "inproc://corral-gateway-sub-monitor"
+static void *s_sub_monitor;
+
+static void sub_monitor_open (gw_server_t *self)
+{
+    if (zmq_socket_monitor (self->sub, SUB_MONITOR, ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
+        cm_warn ("cannot watch the events socket's connections: %s",
+                 zmq_strerror (errno));
+        return;
+    }
+    s_sub_monitor = cm_zmq_socket (ZMQ_PAIR, 0);
+    if (s_sub_monitor && zmq_connect (s_sub_monitor, SUB_MONITOR))
+        cm_zmq_close (&s_sub_monitor);
+}
+
+static void sub_monitor_check (gw_server_t *self, int64_t now)
+{
+    bool connected = false;
+    while (s_sub_monitor) {
+        zmq_msg_t msg; //  [event id, value][endpoint]
+        zmq_msg_init (&msg);
+        if (zmq_msg_recv (&msg, s_sub_monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&msg);
+            break;
+        }
+        bool more = zmq_msg_more (&msg);
+        zmq_msg_close (&msg);
+        while (more) {
+            zmq_msg_init (&msg);
+            more = zmq_msg_recv (&msg, s_sub_monitor, ZMQ_DONTWAIT) >= 0 &&
+                   zmq_msg_more (&msg);
+            zmq_msg_close (&msg);
+        }
+        connected = true;
+    }
+    if (!connected) return;
+    size_t pos = 0;
+    void *value;
+    while (cm_map_next (self->subs, &pos, NULL, &value)) {
+        gw_sub_t *sub = value;
+        sub->warm_until = now + GW_WARM_MS;
+        for (gw_watch_t *w = sub->watches; w; w = w->sub_next) w->recheck = true;
+    }
+}
+
 int gw_bus_open (gw_server_t *self)
 {
     const gw_config_t *cfg = self->cfg;
@@ -64,6 +117,7 @@ int gw_bus_open (gw_server_t *self)
     //  repaired from the store.
     self->sub = cm_zmq_socket (ZMQ_SUB, 1000000);
     if (!self->session || !self->store || !self->sub) return CM_E_INTERNAL;
+    sub_monitor_open (self);
     if (cm_zmq_connect (self->session, cfg->session_endpoint) ||
         cm_zmq_connect (self->store, cfg->store_endpoint) ||
         cm_zmq_connect (self->sub, cfg->events_endpoint))
@@ -94,6 +148,7 @@ void gw_bus_close (gw_server_t *self)
         while (cm_map_next (self->calls, &pos, NULL, &value)) free (value);
         cm_map_destroy (&self->calls);
     }
+    cm_zmq_close (&s_sub_monitor);
     cm_zmq_close (&self->session);
     cm_zmq_close (&self->store);
     cm_zmq_close (&self->sub);
@@ -183,6 +238,7 @@ static void on_reply (gw_server_t *self, const void *data, size_t size)
 
 void gw_bus_tick (gw_server_t *self, int64_t now)
 {
+    sub_monitor_check (self, now);
     size_t pos = 0;
     void *value;
     //  Collect first: callbacks may add calls (and so move the map).

@@ -88,7 +88,19 @@ gw_conn_t *gw_conn_find (gw_server_t *self, uint64_t id)
 void gw_conn_free (gw_server_t *self, gw_conn_t *conn)
 {
     if (!conn) return;
-    while (conn->watches) gw_watch_free (self, conn->watches);
+    while (conn->watches) {
+        //  Tell the session service one watcher fewer (its accounting).
+        if (conn->kind == GW_CONN_WS && conn->key && self->ctx) {
+            char conn_text[32];
+            snprintf (conn_text, sizeof conn_text, "%llu", (unsigned long long)conn->id);
+            proto_attach_req_t req = {.tenant = conn->key->tenant,
+                                      .id = conn->watches->sub->id,
+                                      .conn = conn_text};
+            gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL,
+                             NULL);
+        }
+        gw_watch_free (self, conn->watches);
+    }
     for (uint32_t i = 0; i < conn->qlen; i++)
         gw_frame_unref (&conn->q[(conn->qhead + i) % conn->qcap]);
     free (conn->q);
@@ -160,7 +172,6 @@ void gw_conn_send_text (gw_server_t *self, gw_conn_t *conn, char *text)
 
 void gw_conn_close (gw_server_t *self, gw_conn_t *conn, int code, const char *reason)
 {
-    (void)self;
     if (conn->closing) return;
     conn->closing = true;
     conn->close_code = code;
@@ -168,6 +179,11 @@ void gw_conn_close (gw_server_t *self, gw_conn_t *conn, int code, const char *re
     cm_info ("closing connection %llu from %s: %d %s", (unsigned long long)conn->id,
              conn->peer, code, conn->close_reason);
     lws_callback_on_writable (conn->wsi);
+    //  A peer that no longer reads never makes its socket writeable, so the
+    //  close frame would wait forever, holding the descriptor and the queue:
+    //  it gets slow_ms to read, then lws drops the connection.
+    int grace = (int)((self->cfg->slow_ms + 999) / 1000);
+    lws_set_timeout (conn->wsi, PENDING_TIMEOUT_CLOSE_SEND, grace > 0 ? grace : 1);
 }
 
 static void pop (gw_server_t *self, gw_conn_t *conn)
@@ -178,27 +194,38 @@ static void pop (gw_server_t *self, gw_conn_t *conn)
     conn->qlen--;
     conn->qoff = 0;
     gw_frame_unref (&f);
-    bool had_stuck = conn->stuck_since_ms != 0;
-    if (had_stuck && gw_conn_has_room (self, conn)) conn->stuck_since_ms = 0;
-    //  Under half the limit again: let lagging watches catch up.
+    //  Under half the limit again: let lagging watches catch up.  Only then
+    //  is the client no longer stuck: its watches stay behind (CATCHUP)
+    //  until this point, so a client that took a frame or two just under
+    //  the limit and then stopped reading must still time out.
     if (conn->qlen <= (uint64_t)self->cfg->queue_frames / 2 &&
-        conn->qbytes <= (uint64_t)self->cfg->queue_bytes / 2)
+        conn->qbytes <= (uint64_t)self->cfg->queue_bytes / 2) {
+        conn->stuck_since_ms = 0;
         gw_conn_on_drained (self, conn);
+    }
 }
 
 int gw_conn_write (gw_server_t *self, gw_conn_t *conn)
 {
     if (conn->kind == GW_CONN_HTTP) return gw_http_write (self, conn);
     if (conn->closing && (!conn->flush_first || !conn->qlen)) {
+        //  Once only: returning -1 again while lws awaits the peer's close
+        //  would drop the socket at once, and with the peer's frames unread
+        //  the kernel sends RST, so the peer never reads our close frame.
+        if (conn->close_sent) return 0;
+        conn->close_sent = true;
         lws_close_reason (conn->wsi, (enum lws_close_status)conn->close_code,
                           (unsigned char *)conn->close_reason,
                           strlen (conn->close_reason));
         return -1;
     }
     if (conn->ping_sent_ms < 0) { //  a ping is due
-        unsigned char buf[LWS_PRE + 4];
+        //  Never an empty payload: lws drops a zero-length PONG before
+        //  LWS_CALLBACK_RECEIVE_PONG, so an empty ping's answer is never seen.
+        unsigned char buf[LWS_PRE + 4] = {0};
+        memcpy (buf + LWS_PRE, "ping", 4);
         conn->ping_sent_ms = conn->last_ping_ms = cm_mono_ms ();
-        if (lws_write (conn->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0) return -1;
+        if (lws_write (conn->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0) return -1;
         if (conn->qlen) lws_callback_on_writable (conn->wsi);
         return 0;
     }

@@ -148,6 +148,12 @@ void gw_keys_tick (gw_server_t *self, int64_t now)
     size_t ndrop = 0;
     while (cm_map_next (self->keys, &pos, &k, &value) && ndrop < 256) {
         gw_key_t *key = value;
+        //  A key in use is checked again once its answer is stale, so a
+        //  revoked key's open connections close (on_key) without waiting
+        //  for another connection to present it.
+        if (key->users && key->state == GW_AUTH_OK && !key->refreshing &&
+            now != INT64_MAX && now - key->checked_ms > self->cfg->key_cache_ms)
+            lookup (self, key);
         if (!key->users && !key->refreshing &&
             (now == INT64_MAX || now - key->checked_ms > self->cfg->key_cache_ms))
             drop[ndrop++] = key;

@@ -318,7 +318,8 @@ void gw_watch_pump (gw_server_t *self, gw_watch_t *w)
         }
         uint64_t end = sub->lo + sub->count; //  one past the ring's newest
         if (sub->count && w->next >= sub->lo && w->next < end) {
-            deliver (self, w, sub->ring[(w->next - sub->lo) % GW_RING]);
+            //  Slots are by absolute seq (gw_sub_on_event stores seq % GW_RING).
+            deliver (self, w, sub->ring[w->next % GW_RING]);
             continue;
         }
         if (sub->count && w->next == end) {
@@ -378,13 +379,22 @@ void gw_sub_on_event (gw_server_t *self, gw_sub_t *sub, gw_ev_t *ev)
 typedef struct {
     uint64_t conn_id;
     cm_uuid_t session;
+    uint64_t from; //  the watch's next when asked (it never goes down)
 } fetch_arg_t;
 
+//  Fail the replays waiting on this watch (load, attach).  A prompt's wait
+//  stays: its turn goes on, and the stream (or the session's answer) will
+//  end it once the history can be read again.
 static void fail_waits (gw_server_t *self, gw_watch_t *w, int rc, const char *message)
 {
-    while (w->waits) {
-        gw_wait_t *wait = w->waits;
-        w->waits = wait->next;
+    gw_wait_t **p = &w->waits;
+    while (*p) {
+        gw_wait_t *wait = *p;
+        if (wait->kind != GW_WAIT_LOAD) {
+            p = &wait->next;
+            continue;
+        }
+        *p = wait->next;
         gw_send_error (self, w->conn, wait->id, rc, message);
         gw_wait_free (wait);
     }
@@ -395,8 +405,12 @@ static void on_fetched (gw_server_t *self, void *arg, int rc, proto_msg_t *reply
     fetch_arg_t *fa = arg;
     gw_conn_t *conn = gw_conn_find (self, fa->conn_id);
     gw_watch_t *w = conn ? gw_watch_find (conn, &fa->session) : NULL;
+    uint64_t from = fa->from;
     free (fa);
     if (!w) return; //  the connection or the watch went meanwhile
+    //  Asked by an earlier watch of this connection on this session (freed
+    //  by session/load or attach meanwhile): not this one's history.
+    if (from > w->next) return;
     w->fetching = false;
     if (conn->closing) return;
     proto_events_reply_t *r = rc == 0 && reply ? proto_body (reply, events_reply) : NULL;
@@ -462,6 +476,7 @@ static void fetch (gw_server_t *self, gw_watch_t *w)
     if (!fa) return;
     fa->conn_id = w->conn->id;
     fa->session = w->sub->id;
+    fa->from = w->next;
     proto_events_range_t req = {
         .session = w->sub->id, .after_seq = w->next - 1, .limit = GW_PAGE};
     if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_fetched, fa)) {
