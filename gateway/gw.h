@@ -291,6 +291,9 @@ struct gw_server {
     gw_stats_t stats;
     int64_t started_ms;
     int64_t last_sweep;
+    //  gw_listen.c: accepting stops while out of descriptors
+    struct lws *listen_wsi;
+    bool accept_paused;
 };
 
 int gw_server_run (gw_config_t *cfg);
@@ -304,6 +307,8 @@ int gw_listen_open (gw_server_t *self, const char *host, const char *port);
 int gw_listen_adopt (gw_server_t *self, int fd);
 int gw_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
                         void *in, size_t len);
+//  Accept again after a pause for want of descriptors (the server tick).
+void gw_listen_tick (gw_server_t *self);
 
 /* ---- gw_bus.c ------------------------------------------------------ */
 

@@ -19,11 +19,16 @@
     Bodies are read up to cfg max_frame (the WebSocket message cap); a
     larger declared or received body is answered 413 at once and the
     connection is closed, since the rest of the body would otherwise be
-    read as the next request.
+    read as the next request.  A body must be complete within
+    GW_HTTP_BODY_MS.  HEAD is GET without the body.  A request in flight
+    counts against max_conns and max_conns_per_ip like a WebSocket (503
+    past them).  A pipelined request is refused by closing the connection
+    (lws 4.1 cannot hold it until the open transaction ends).
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "cm_log.h"
 #include "cm_time.h"
@@ -107,10 +112,18 @@ void gw_http_header (gw_conn_t *conn, const char *name, const char *fmt, ...)
 {
     gw_http_t *h = conn->http;
     if (!h || h->ready || h->nhdr == GW_HTTP_HDRS) return;
+    char *value = h->hdr[h->nhdr].value;
     va_list ap;
     va_start (ap, fmt);
-    vsnprintf (h->hdr[h->nhdr].value, sizeof h->hdr[h->nhdr].value, fmt, ap);
+    vsnprintf (value, sizeof h->hdr[h->nhdr].value, fmt, ap);
     va_end (ap);
+    //  Values may carry what other services stored (an epoch, a session
+    //  id): a CR or LF would start a header of its own.  Left out.
+    for (const char *p = value; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            cm_warn ("left out a response header %s with a control character", name);
+            return;
+        }
     h->hdr[h->nhdr++].name = name;
 }
 
@@ -246,6 +259,24 @@ void gw_http_reply_error (gw_server_t *self, gw_conn_t *conn, int cm_code,
 {
     if (conn->http && !conn->http->ready) self->stats.errors++;
     reply_error_as (self, conn, 0, cm_code, message, detail);
+}
+
+void gw_http_reply_no_key (gw_server_t *self, gw_conn_t *conn)
+{
+    bool transient = strcmp (conn->close_reason, "transient") == 0;
+    conn->close_reason[0] = 0;
+    if (transient)
+        gw_http_reply_error (self, conn, CM_E_UNAVAILABLE,
+                             "API keys cannot be checked right now; retry in a moment",
+                             NULL);
+    else
+        gw_http_reply_error (
+            self, conn, CM_E_UNAUTHORIZED,
+            conn->auth == GW_AUTH_BAD
+                ? "the API key was not accepted; check it or ask for a new one"
+                : "an API key is required: send Authorization: Bearer <key>, "
+                  "X-API-Key, ?token= or the corral_key cookie (POST /v1/login)",
+            NULL);
 }
 
 void gw_http_stream_begin (gw_server_t *self, gw_conn_t *conn, int status,
@@ -416,7 +447,10 @@ int gw_http_write (gw_server_t *self, gw_conn_t *conn)
         if (write_headers (self, conn)) return -1;
         h->headers_sent = true;
         conn->last_tx_ms = cm_mono_ms ();
-        if (h->done && !conn->qlen) return complete (self, conn);
+        //  HEAD: the headers say what GET would send (Content-Length
+        //  included); a body would be read as the next response.
+        if (h->method == LWSHUMETH_HEAD || (h->done && !conn->qlen))
+            return complete (self, conn);
         if (conn->qlen) lws_callback_on_writable (conn->wsi);
         return 0;
     }
@@ -449,7 +483,11 @@ static void tick (lws_sorted_usec_list_t *sul)
     //  A socket that takes nothing never gets WRITEABLE, so a connection
     //  closed for being slow, or whose queue has not moved for
     //  cfg slow_ms, is killed from here.
-    if (conn->closing || (conn->qlen && now - conn->last_tx_ms > self->cfg->slow_ms)) {
+    //  A body that does not arrive in time (the request's lws timeout is
+    //  off: see on_request) holds a socket and up to max_frame bytes.
+    bool late_body = h->body_pending && now - h->start_ms > GW_HTTP_BODY_MS;
+    if (conn->closing || late_body ||
+        (conn->qlen && now - conn->last_tx_ms > self->cfg->slow_ms)) {
         if (!conn->closing) self->stats.slow_closed++;
         lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         return;
@@ -487,10 +525,12 @@ static bool match (const char *pattern, const char *path, char *seg, size_t segs
 static void find_route (gw_http_t *h)
 {
     char seg[64] = "";
+    //  HEAD is GET without the body (gw_http_write leaves it out).
+    int method = h->method == LWSHUMETH_HEAD ? LWSHUMETH_GET : h->method;
     h->route_err = 404;
     for (size_t i = 0; i < S_ROUTES; i++) {
         if (!match (s_routes[i].pattern, h->path, seg, sizeof seg)) continue;
-        if (s_routes[i].method != h->method) {
+        if (s_routes[i].method != method) {
             //  The path exists: list its methods for Allow.
             size_t len = strlen (h->allow);
             snprintf (h->allow + len, sizeof h->allow - len, "%s%s", len ? ", " : "",
@@ -647,20 +687,7 @@ static void maybe_run (gw_server_t *self, gw_conn_t *conn)
     unsigned flags = s_routes[i].flags;
     bool need_key = (flags & F_AUTH) || ((flags & F_METRICS) && self->cfg->metrics_auth);
     if (need_key && conn->auth != GW_AUTH_OK) {
-        bool transient = strcmp (conn->close_reason, "transient") == 0;
-        conn->close_reason[0] = 0;
-        if (transient)
-            gw_http_reply_error (
-                self, conn, CM_E_UNAVAILABLE,
-                "API keys cannot be checked right now; retry in a moment", NULL);
-        else
-            gw_http_reply_error (
-                self, conn, CM_E_UNAUTHORIZED,
-                conn->auth == GW_AUTH_BAD
-                    ? "the API key was not accepted; check it or ask for a new one"
-                    : "an API key is required: send Authorization: Bearer <key>, "
-                      "X-API-Key, ?token= or the corral_key cookie (POST /v1/login)",
-                NULL);
+        gw_http_reply_no_key (self, conn);
         return;
     }
     if ((flags & F_METRICS) && self->cfg->metrics_auth && !conn->key->admin) {
@@ -710,6 +737,24 @@ static void too_large (gw_server_t *self, gw_conn_t *conn)
     json_decref (detail);
 }
 
+//  The connection limits WebSocket clients have (gw_server.c, on_filter)
+//  hold for requests in flight too: a waiting prompt or a followed stream
+//  holds a connection as long as a WebSocket.  An error when refused.
+static const char *admit (gw_server_t *self, gw_conn_t *conn, struct lws *wsi)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = lws_get_socket_fd (lws_get_network_wsi (wsi));
+    if (getpeername (fd, (struct sockaddr *)&ss, &sl) == 0)
+        gw_ip_key_from_sockaddr ((struct sockaddr *)&ss, sl, &conn->ip);
+    if (self->nconns > (size_t)self->cfg->max_conns)
+        return "the gateway is at its connection limit; retry later";
+    if (gw_iplimit_acquire (self->iplimit, &conn->ip))
+        return "too many open requests and connections from your address; retry later";
+    conn->ip_counted = true;
+    return NULL;
+}
+
 static int on_request (gw_server_t *self, struct lws *wsi)
 {
     gw_conn_t *old = lws_get_opaque_user_data (wsi);
@@ -750,6 +795,15 @@ static int on_request (gw_server_t *self, struct lws *wsi)
         find_route (h);
     }
     read_request (wsi, h);
+    const char *refused = admit (self, conn, wsi);
+    if (refused) {
+        self->stats.conns_refused++;
+        h->close_after = true; //  a body, if any, is never read
+        h->started = true;
+        self->stats.errors++;
+        reply_error_as (self, conn, 503, CM_E_CAPACITY, refused, NULL);
+        return 0;
+    }
 
     //  The body: refuse an oversized one before reading it.
     char clen[32];
@@ -821,6 +875,20 @@ int gw_http_callback (gw_server_t *self, struct lws *wsi,
             self->http = NULL;
         }
         return 0;
+    case LWS_CALLBACK_FILTER_HTTP_CONNECTION: {
+        //  A request's headers while our previous transaction on this
+        //  socket is still open: a pipelined request.  lws 4.1 parses it at
+        //  once, drops the open transaction and never makes the socket
+        //  writeable again, so the client would wait forever: close instead
+        //  (a pipelining client retries without pipelining).
+        gw_conn_t *conn = lws_get_opaque_user_data (wsi);
+        if (conn && conn->kind == GW_CONN_HTTP) {
+            cm_info ("closing connection %llu from %s: a pipelined HTTP request",
+                     (unsigned long long)conn->id, conn->peer);
+            return -1;
+        }
+        return 0;
+    }
     case LWS_CALLBACK_HTTP:
         return on_request (self, wsi);
     case LWS_CALLBACK_HTTP_BODY:

@@ -5,7 +5,9 @@
     as `iface` to the IPv6 wildcard (every interface, not the loopback the
     operator asked for), and does not set SO_REUSEPORT for
     LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE, so several gateways could not
-    share a port.  Both are one system call each here.  The vhost is made
+    share a port.  Both are one system call each here.  Out of descriptors,
+    accepting pauses until the next server tick (100 ms) instead of
+    spinning on a listening socket that stays readable.  The vhost is made
     with CONTEXT_PORT_NO_LISTEN_SERVER (a server, TLS included, that adopts
     its sockets); the listening fd is adopted as a raw file and drained with
     accept4 on every wake-up.
@@ -61,7 +63,15 @@ int gw_listen_adopt (gw_server_t *self, int fd)
                                                   "corral-listen", NULL);
     if (!wsi) return -1;
     lws_set_opaque_user_data (wsi, self);
+    self->listen_wsi = wsi;
     return 0;
+}
+
+void gw_listen_tick (gw_server_t *self)
+{
+    if (!self->accept_paused || !self->listen_wsi) return;
+    self->accept_paused = false;
+    lws_rx_flow_control (self->listen_wsi, 1);
 }
 
 int gw_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -76,8 +86,15 @@ int gw_listen_callback (struct lws *wsi, enum lws_callback_reasons reason, void 
     for (int n = 0; n < ACCEPT_MAX; n++) {
         int fd = accept4 (lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                cm_warn ("out of file descriptors: raise the open-file limit");
+            if (errno == EMFILE || errno == ENFILE) {
+                //  The pending connection stays queued and the socket stays
+                //  readable: without a pause the loop would spin (and log)
+                //  until a descriptor frees.  The server tick resumes.
+                cm_warn ("out of file descriptors: not accepting for a moment; raise "
+                         "the open-file limit");
+                self->accept_paused = true;
+                lws_rx_flow_control (wsi, 0);
+            }
             break;
         }
         int one = 1;

@@ -162,7 +162,7 @@ void gw_metrics_serve (gw_server_t *self, gw_conn_t *conn)
         C (rate_limited, "Requests refused by a key's rate limit."),
         C (conns_opened, "Connections opened (WebSocket and HTTP requests)."),
         C (conns_closed, "Connections closed."),
-        C (conns_refused, "WebSocket connections refused by a limit."),
+        C (conns_refused, "Connections and HTTP requests refused by a limit."),
 #undef C
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)

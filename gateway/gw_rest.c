@@ -475,15 +475,8 @@ void gw_rest_login_done (gw_server_t *self, gw_conn_t *conn)
         gw_http_header (conn, "set-cookie:", "%s=%s; HttpOnly; SameSite=Strict; Path=/%s",
                         GW_AUTH_COOKIE_NAME, h->login_key, h->tls ? "; Secure" : "");
         gw_http_reply (self, conn, 204, NULL);
-    } else if (strcmp (conn->close_reason, "transient") == 0) {
-        conn->close_reason[0] = 0;
-        gw_http_reply_error (self, conn, CM_E_UNAVAILABLE,
-                             "API keys cannot be checked right now; retry in a moment",
-                             NULL);
     } else
-        gw_http_reply_error (
-            self, conn, CM_E_UNAUTHORIZED,
-            "the API key was not accepted; check it or ask for a new one", NULL);
+        gw_http_reply_no_key (self, conn);
     memset (h->login_key, 0, sizeof h->login_key);
 }
 

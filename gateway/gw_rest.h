@@ -36,6 +36,7 @@
 #define GW_HTTP_TICK_MS      1000  //  per-request timer period
 #define GW_HTTP_KEEPALIVE_MS 15000 //  SSE comment after this much silence
 #define GW_HTTP_READY_MS     1000  //  readiness probes must answer within this
+#define GW_HTTP_BODY_MS      30000 //  a request body must arrive within this
 
 typedef enum {
     GW_R_NONE,
@@ -140,7 +141,8 @@ gw_conn_t *gw_http_find (gw_server_t *self, uint64_t conn_id);
 uint64_t *gw_http_box (gw_conn_t *conn);
 
 //  Add a response header (before the response is decided); name is a
-//  static lower-case "name:".  Values longer than GW_HTTP_HDR_MAX are cut.
+//  static lower-case "name:".  Values longer than GW_HTTP_HDR_MAX are cut;
+//  one with a control character (CR, LF ...) is left out.
 void gw_http_header (gw_conn_t *conn, const char *name, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 //  One-shot responses.  body is borrowed; NULL sends no body (204).
@@ -153,6 +155,9 @@ void gw_http_reply_text (gw_server_t *self, gw_conn_t *conn, int status,
 //  borrowed, filtered by gw_rpc's allowlist.
 void gw_http_reply_error (gw_server_t *self, gw_conn_t *conn, int cm_code,
                           const char *message, json_t *detail);
+//  The request's key was not accepted (401), could not be checked now
+//  (503: the store did not answer), or is missing (401).
+void gw_http_reply_no_key (gw_server_t *self, gw_conn_t *conn);
 //  A streamed response: headers now, frames with gw_http_stream_put (a
 //  chunk each on HTTP/1.1), gw_http_stream_end for the last.  put returns
 //  false when the queue is over its soft limit.

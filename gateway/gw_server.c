@@ -314,6 +314,7 @@ static void tick_cb (lws_sorted_usec_list_t *sul)
     gw_server_t *self = lws_container_of (sul, gw_server_t, tick_sul);
     int64_t now = cm_mono_ms ();
     if (cm_stop_requested () && !self->stopping) begin_stop (self);
+    gw_listen_tick (self);
     gw_bus_drain (self);
     gw_bus_tick (self, now);
     gw_watch_tick (self, now);

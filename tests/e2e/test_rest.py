@@ -4,7 +4,8 @@ stack (store, session, the scripted model, a worker, the gateway).
 
 Every REST endpoint of docs/openapi.yaml, happy path and main errors
 (no key, wrong key, another tenant's session, bad JSON, too large,
-unknown route), the event stream as JSON lines (gap-free after a real
+unknown route, HEAD, a pipelined request, a body that never comes, the
+per-address connection limit), the event stream as JSON lines (gap-free after a real
 prompt) and as SSE with Last-Event-ID, follow mode, ?wait=false, busy and
 cancel, login cookie, keep-alive reuse, readiness with the session service
 down, the static files (content types, cache headers, path escapes,
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -432,6 +434,66 @@ def t_keepalive():
     check(err.count("Re-using existing connection") == 4, "one connection: %s" % err[-1500:])
 
 
+def raw_open(data):
+    s = socket.create_connection(("127.0.0.1", E.stack.port))
+    s.sendall(data)
+    return s
+
+
+def raw_read(s, seconds):
+    """What the gateway sends within seconds, and whether it closed."""
+    s.settimeout(0.2)
+    out, end = b"", time.time() + seconds
+    while time.time() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            return out, True
+        out += chunk
+    return out, False
+
+
+def t_head():
+    # HEAD: GET's headers, no body, and the connection stays in step
+    s = raw_open(b"HEAD /v1/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    out, _ = raw_read(s, 1)
+    check(out.startswith(b"HTTP/1.1 200") and b"content-length: 15\r\n" in out.lower()
+          and out.endswith(b"\r\n\r\n"), "HEAD: %r" % out)
+    s.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    out, _ = raw_read(s, 1)
+    check(out.startswith(b"HTTP/1.1 200") and out.endswith(b'{"status":"ok"}'),
+          "GET after HEAD: %r" % out)
+    s.close()
+    r = curl(url("/v1/sessions"), key=E.key, args=["-I"])
+    check(r.status == 200 and int(r.h("content-length")) > 0 and "sessions" not in r.body,
+          "HEAD: %r" % r)  # curl -I writes the headers where the body would go
+
+
+def t_pipelined():
+    # lws 4.1 cannot answer a pipelined request: the connection is closed
+    # at once rather than left waiting forever
+    req = b"GET /v1/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    s = raw_open(req + req)
+    out, closed = raw_read(s, 3)
+    s.close()
+    check(closed or out.count(b"HTTP/1.1 200") == 2, "pipelined: %r %s" % (out, closed))
+    check(curl(url("/v1/health/live")).status == 200, "served after")
+
+
+def t_body_deadline_start():
+    # a body announced and never sent: checked at the end of the phase
+    E.late = raw_open(b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    E.late_t0 = time.time()
+
+
+def t_body_deadline_check():
+    out, closed = raw_read(E.late, max(1, 36 - (time.time() - E.late_t0)))
+    E.late.close()
+    check(closed, "a request whose body never came still holds its connection: %r" % out)
+
+
 def t_metrics():
     r = curl(url("/metrics"))
     check(r.status == 200 and r.h("content-type").startswith("text/plain; version=0.0.4"),
@@ -588,6 +650,20 @@ def t_metrics_auth():
     check(curl(url("/v1/health/live")).status == 200, "health stays open")
 
 
+def t_ip_limit():
+    # --max-connections-per-ip 2: open requests count like WebSockets
+    sid = new_session()
+    ps = [stream_start(url("/v1/sessions/%s/events?follow=1" % sid), key=E.key, seconds=3)
+          for _ in range(2)]
+    time.sleep(1)
+    r = curl(url("/v1/health/live"))
+    e = error_of(r, 503, "capacity")
+    check(r.h("connection") == "close", "refused: %r %r" % (r, e))
+    for p in ps:
+        check(ndjson(stream_end(p))[0]["seq"] == 1, "streams served")
+    check(curl(url("/v1/health/live")).status == 200, "served again")
+
+
 def t_rate_limit():
     codes, limited = [], None
     for _ in range(8):
@@ -604,10 +680,11 @@ def main():
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
     E.cleanup = []
     E.stack = Stack(build)
-    phase_a = [t_openapi, t_health, t_auth, t_static_default, t_sessions, t_prompt_and_events, t_sse,
+    phase_a = [t_body_deadline_start, t_openapi, t_health, t_head, t_pipelined, t_auth, t_static_default, t_sessions, t_prompt_and_events, t_sse,
                t_follow_live, t_nowait_busy_cancel, t_bodies, t_routes, t_login_cookie,
-               t_keepalive, t_metrics, t_long_wait_and_keepalive, t_ready_down]
-    phase_b = [t_static_files, t_limit, t_metrics_auth, t_rate_limit]
+               t_keepalive, t_metrics, t_long_wait_and_keepalive, t_ready_down,
+               t_body_deadline_check]
+    phase_b = [t_static_files, t_limit, t_metrics_auth, t_ip_limit, t_rate_limit]
     failed = []
     try:
         E.stack.start(script=SCRIPT, session_args=["--permission-timeout", "20s"])
@@ -616,7 +693,8 @@ def main():
         wait_ready()
         for phase, extra in ((phase_a, None),
                              (phase_b, ["--static-dir", make_static(), "--max-message", "4096",
-                                        "--metrics-auth", "--rate", "1", "--burst", "3"])):
+                                        "--metrics-auth", "--rate", "1", "--burst", "3",
+                                       "--max-connections-per-ip", "2"])):
             if extra:
                 E.stack.restart("gateway", extra)
                 wait_ready()
