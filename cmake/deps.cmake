@@ -11,3 +11,5 @@ pkg_check_modules(CURL    REQUIRED IMPORTED_TARGET libcurl)
 pkg_check_modules(CRYPTO  REQUIRED IMPORTED_TARGET libcrypto)
 find_package(Threads REQUIRED)
 pkg_check_modules(LWS     REQUIRED IMPORTED_TARGET libwebsockets)
+# libev: the epoll loop the gateway hands lws (gw_server.c); no .pc file.
+find_library(LIBEV_LIBRARY NAMES ev REQUIRED)

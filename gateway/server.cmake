@@ -18,7 +18,7 @@ add_executable(corral-gateway
   ${CMAKE_CURRENT_SOURCE_DIR}/gw_metrics.c
   ${CMAKE_CURRENT_SOURCE_DIR}/gw_static.c)
 target_link_libraries(corral-gateway PRIVATE corral_gw_render corral_gw_rpc corral_gw_auth
-                                             corral_proto corral_common PkgConfig::LWS
+                                             corral_proto corral_common PkgConfig::LWS ${LIBEV_LIBRARY}
                                              PkgConfig::ZMQ PkgConfig::JANSSON)
 # The web page's folder in the source tree: the default of --static-dir, so
 # a build tree run from the checkout serves it without a flag.

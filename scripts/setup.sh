@@ -8,7 +8,8 @@ pkgs=(
   build-essential cmake pkg-config git ca-certificates
   clang clang-format libclang-rt-14-dev
   libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev liblmdb-dev
-  lmdb-utils libcmocka-dev libwebsockets-dev libjansson-dev libssl-dev
+  lmdb-utils libcmocka-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev
+  libjansson-dev libssl-dev
   curl python3 python3-zmq python3-msgpack python3-websockets python3-yaml prometheus
   valgrind procps
 )
