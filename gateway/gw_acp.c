@@ -165,6 +165,19 @@ proto_session_rec_t *gw_acp_reply_session (int rc, proto_msg_t *reply)
     return r ? r->session : NULL;
 }
 
+proto_session_rec_t *gw_acp_ctx_session (gw_server_t *self, ctx_t *c, int rc,
+                                         proto_msg_t *reply, gw_conn_t **conn_p)
+{
+    gw_conn_t *conn = *conn_p = gw_acp_ctx_conn (self, c);
+    if (!conn) return NULL;
+    proto_session_rec_t *rec = gw_acp_reply_session (rc, reply);
+    if (!rec) {
+        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
+        gw_acp_ctx_free (c);
+    }
+    return rec;
+}
+
 /* ---- initialize / authenticate ------------------------------------------------------ */
 
 void gw_acp_initialize (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)

@@ -47,6 +47,12 @@ const char *gw_acp_param_str (json_t *params, const char *name);
 json_t *gw_acp_session_setup (const proto_session_rec_t *rec);
 //  The session record of a SESSION reply, or NULL.
 proto_session_rec_t *gw_acp_reply_session (int rc, proto_msg_t *reply);
+//  The start of every continuation that waits for a session record: the
+//  connection to answer (*conn_p) and the record.  NULL when the
+//  connection is gone, or when the reply was an error (then answered);
+//  either way c is freed and the continuation just returns.
+proto_session_rec_t *gw_acp_ctx_session (gw_server_t *self, ctx_t *c, int rc,
+                                         proto_msg_t *reply, gw_conn_t **conn_p);
 
 typedef void gw_acp_handler_fn (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg);
 gw_acp_handler_fn gw_acp_initialize, gw_acp_authenticate, gw_acp_new, gw_acp_load,

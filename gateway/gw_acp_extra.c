@@ -44,13 +44,8 @@ static void on_history (gw_server_t *self, void *arg, int rc, proto_msg_t *reply
 static void on_history_allowed (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
-    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
-    if (!conn) return;
-    if (!gw_acp_reply_session (rc, reply)) {
-        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
-        gw_acp_ctx_free (c);
-        return;
-    }
+    gw_conn_t *conn;
+    if (!gw_acp_ctx_session (self, c, rc, reply, &conn)) return;
     proto_events_range_t req = {
         .session = c->session, .after_seq = c->after, .limit = (uint64_t)c->kind};
     if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_history, c)) {

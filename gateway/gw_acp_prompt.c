@@ -110,14 +110,9 @@ static void send_prompt (gw_server_t *self, gw_conn_t *conn, ctx_t *c)
 static void on_prompt_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
-    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
-    if (!conn) return;
-    proto_session_rec_t *rec = gw_acp_reply_session (rc, reply);
-    if (!rec) {
-        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
-        gw_acp_ctx_free (c);
-        return;
-    }
+    gw_conn_t *conn;
+    proto_session_rec_t *rec = gw_acp_ctx_session (self, c, rc, reply, &conn);
+    if (!rec) return;
     if (!gw_watch_find (conn, &rec->id)) {
         gw_watch_t *w = gw_watch_new (self, conn, &rec->id, rec->last_seq);
         if (w) gw_watch_pump (self, w);

@@ -17,14 +17,9 @@
 static void on_new (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
-    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
-    if (!conn) return;
-    proto_session_rec_t *rec = gw_acp_reply_session (rc, reply);
-    if (!rec) {
-        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
-        gw_acp_ctx_free (c);
-        return;
-    }
+    gw_conn_t *conn;
+    proto_session_rec_t *rec = gw_acp_ctx_session (self, c, rc, reply, &conn);
+    if (!rec) return;
     json_t *result = gw_acp_session_setup (rec);
     char text[37];
     json_object_set_new (result, "sessionId", json_string (cm_uuid_fmt (&rec->id, text)));
@@ -159,14 +154,9 @@ static void on_store_head (gw_server_t *self, void *arg, int rc, proto_msg_t *re
 static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
-    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
-    if (!conn) return;
-    proto_session_rec_t *rec = gw_acp_reply_session (rc, reply);
-    if (!rec) {
-        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
-        gw_acp_ctx_free (c);
-        return;
-    }
+    gw_conn_t *conn;
+    proto_session_rec_t *rec = gw_acp_ctx_session (self, c, rc, reply, &conn);
+    if (!rec) return;
     uint64_t head = rec->last_seq;
     uint64_t after = c->kind == K_LOAD ? 0 : c->kind == K_RESUME ? head : c->after;
     if (after > head) {
@@ -369,14 +359,9 @@ static void simple_call (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg, 
 static void on_config_loaded (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
 {
     ctx_t *c = arg;
-    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
-    if (!conn) return;
-    proto_session_rec_t *rec = gw_acp_reply_session (rc, reply);
-    if (!rec) {
-        gw_acp_bus_error (self, conn, c->id, rc ? rc : CM_E_INTERNAL, reply);
-        gw_acp_ctx_free (c);
-        return;
-    }
+    gw_conn_t *conn;
+    proto_session_rec_t *rec = gw_acp_ctx_session (self, c, rc, reply, &conn);
+    if (!rec) return;
     json_t *opts = gw_render_config_options (rec, NULL, 0);
     json_t *result = json_pack ("{s:o}", "configOptions", opts ? opts : json_array ());
     gw_send_result (self, conn, c->id, result);

@@ -519,7 +519,7 @@ static int s_block_index (wrk_stream_t *self, const json_t *root, json_int_t *bl
 
 static int s_anthropic_block_start (wrk_stream_t *self, const json_t *root)
 {
-    json_int_t block;
+    json_int_t block = -1; //  set by s_block_index (gcc -O3 cannot tell)
     int rc = s_block_index (self, root, &block);
     if (rc) return rc;
     json_t *content = json_object_get (root, "content_block");
@@ -579,7 +579,7 @@ static int s_anthropic_block_start (wrk_stream_t *self, const json_t *root)
 
 static int s_anthropic_block_delta (wrk_stream_t *self, const json_t *root)
 {
-    json_int_t block;
+    json_int_t block = -1; //  set by s_block_index (gcc -O3 cannot tell)
     int rc = s_block_index (self, root, &block);
     if (rc) return rc;
     json_t *delta = json_object_get (root, "delta");
@@ -659,7 +659,7 @@ static int s_anthropic_event (wrk_stream_t *self, const char *event, const char 
     else if (strcmp (type, "content_block_delta") == 0)
         rc = s_anthropic_block_delta (self, root);
     else if (strcmp (type, "content_block_stop") == 0) {
-        json_int_t block;
+        json_int_t block = -1;
         int index;
         if ((rc = s_block_index (self, root, &block)) == 0) {
             s_call_t *call = s_anthropic_call (self, block, &index);
