@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from corral_bus import Services  # noqa: E402
@@ -106,6 +108,22 @@ class Stack:
                             "--openai-api-key", MODEL_KEY] + list(worker_args))
         self.gateway_args = list(gateway_args)
         self.start_gateway()
+        self.wait_ready()
+
+    def wait_ready(self, timeout=30):
+        """Until /v1/health/ready says 200: the store told its epoch and the
+        session service finished its startup scan (before that it answers
+        -32011 'starting', which a client would retry)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.http_url + "/v1/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the stack did not become ready in %d s" % timeout)
 
     def restart(self, name, extra=()):
         self.svc.kill(name, signal.SIGKILL)
