@@ -1,0 +1,50 @@
+/*  corral: the command line.  `corral <command> [flags]`; `corral --help`
+    lists the commands, `corral <command> --help` a command's flags.
+    Commands are added to s_commands as they land (cli.h).
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    cli_cmd_fn *fn;
+    const char *summary;
+} command_t;
+
+static const command_t s_commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage (FILE *out)
+{
+    fprintf (out, "usage: corral <command> [flags]   (corral <command> --help)\n\n"
+                  "commands:\n");
+    for (const command_t *c = s_commands; c->name; c++)
+        fprintf (out, "  %-10s %s\n", c->name, c->summary);
+    fprintf (out, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 refused by the server,\n"
+                  "4 could not reach it (docs/cli.md)\n");
+}
+
+int main (int argc, char **argv)
+{
+    if (argc < 2) {
+        usage (stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp (argv[1], "--help") || !strcmp (argv[1], "-h") || !strcmp (argv[1], "help")) {
+        usage (stdout);
+        return CLI_OK;
+    }
+    for (const command_t *c = s_commands; c->name; c++) {
+        if (strcmp (c->name, argv[1])) continue;
+        char prog[64];
+        snprintf (prog, sizeof prog, "corral %s", c->name);
+        argv[1] = prog;
+        return c->fn (argc - 1, argv + 1);
+    }
+    fprintf (stderr, "corral: unknown command '%s'\n\n", argv[1]);
+    usage (stderr);
+    return CLI_USAGE;
+}
