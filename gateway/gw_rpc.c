@@ -66,6 +66,12 @@ static const gw_rpc_cm_row_t s_cm_rows[] = {
     {CM_E_TIMEOUT, GW_RPC_UNAVAILABLE, "timeout",
      "the operation timed out inside Corral; retry in a few seconds"},
     {CM_E_CANCELLED, GW_RPC_CANCELLED, "cancelled", "the request was cancelled"},
+    {CM_E_BUDGET, GW_RPC_BUDGET, "budget",
+     "budget exceeded: the session's or the key's token or cost budget is spent; "
+     "raise the budget or start a new session"},
+    {CM_E_MEMORY_LIMIT, GW_RPC_MEMORY_LIMIT, "memory_limit",
+     "a command of the turn exceeded the memory limit and was killed; the turn "
+     "failed, the session is usable: prompt again with a lighter command"},
 };
 #define S_CM_ROWS (sizeof (s_cm_rows) / sizeof (s_cm_rows[0]))
 

@@ -50,7 +50,7 @@
 #define GW_RPC_NOT_FOUND        -32002 //  ACP: resource not found
 #define GW_RPC_CANCELLED        -32800 //  ACP: request cancelled ($/cancel_request)
 
-//  The Corral block (-32001 .. -32011, around ACP's -32002).  Part of the
+//  The Corral block (-32001 .. -32013, around ACP's -32002).  Part of the
 //  client contract: never renumber, only append.
 #define GW_RPC_BUSY         -32001
 #define GW_RPC_CAPACITY     -32003
@@ -62,6 +62,8 @@
 #define GW_RPC_WORKER_LOST  -32009
 #define GW_RPC_UPSTREAM     -32010
 #define GW_RPC_UNAVAILABLE  -32011
+#define GW_RPC_BUDGET       -32012
+#define GW_RPC_MEMORY_LIMIT -32013
 
 typedef enum {
     GW_RPC_REQUEST = 1,  //  method + id: must be answered

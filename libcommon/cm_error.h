@@ -48,7 +48,11 @@
     X (CM_E_SCHEMA, 26, "schema",                                                       \
        "the data directory was written by a newer Corral; upgrade")                     \
     X (CM_E_UNKNOWN_TYPE, 27, "unknown_type", "unknown message type")                   \
-    X (CM_E_CANCELLED, 28, "cancelled", "the operation was cancelled")
+    X (CM_E_CANCELLED, 28, "cancelled", "the operation was cancelled")                  \
+    X (CM_E_MEMORY_LIMIT, 29, "memory_limit",                                           \
+       "a command of the turn exceeded the memory limit and was killed")                \
+    X (CM_E_BUDGET, 30, "budget",                                                       \
+       "the token or cost budget is spent; raise it or start a new session")
 
 typedef enum {
     CM_OK = 0,

@@ -45,6 +45,8 @@ static void test_known_values_are_stable (void **state)
     assert_int_equal (CM_E_INVALID, -1);
     assert_int_equal (CM_E_IO, -20);
     assert_int_equal (CM_E_CANCELLED, -28);
+    assert_int_equal (CM_E_MEMORY_LIMIT, -29);
+    assert_int_equal (CM_E_BUDGET, -30);
     assert_string_equal (cm_errname (CM_E_BUSY), "busy");
     assert_string_equal (cm_errname (CM_E_FULL), "store_full");
     assert_int_equal (cm_errcode ("missing_field"), CM_E_MISSING);

@@ -568,6 +568,8 @@ static const struct {
     {CM_E_SCHEMA, GW_RPC_INTERNAL_ERROR},
     {CM_E_UNKNOWN_TYPE, GW_RPC_INTERNAL_ERROR},
     {CM_E_CANCELLED, GW_RPC_CANCELLED},
+    {CM_E_MEMORY_LIMIT, GW_RPC_MEMORY_LIMIT},
+    {CM_E_BUDGET, GW_RPC_BUDGET},
 };
 #define S_EXPECTED (sizeof s_expected / sizeof s_expected[0])
 
