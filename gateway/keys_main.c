@@ -7,6 +7,7 @@
 */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cm_config.h"
@@ -28,6 +29,7 @@ typedef struct {
     char *endpoint, *tenant, *name, *log_level;
     int64_t timeout;
     bool admin;
+    bool from_env; //  create: install $CORRAL_API_KEY instead of a new key
 } config_t;
 
 #define OPT(name, type, field, def, help, min, max, choices)                        \
@@ -50,6 +52,9 @@ static const cm_cfg_opt_t s_create_opts[] = {
     OPT ("name", CM_CFG_STR, name, NULL, "a label for people", 0, 0, NULL),
     OPT ("admin", CM_CFG_BOOL, admin, "false", "may manage keys and see all tenants", 0,
          0, NULL),
+    OPT ("from-env", CM_CFG_BOOL, from_env, "false",
+         "install the key in $CORRAL_API_KEY instead of making one (corral up)", 0, 0,
+         NULL),
     OPT_ENDPOINT,
     OPT_TIMEOUT,
     OPT_LOG_LEVEL,
@@ -76,6 +81,8 @@ static void s_usage (FILE *out)
              "  create --tenant T [--name N] [--admin]\n"
              "        Make a key; print it ONCE on stdout ('key: ...', 'id: ...').\n"
              "        Only its SHA-256 is stored: a lost key cannot be shown again.\n"
+             "        --from-env: install $CORRAL_API_KEY instead (prints 'id: ...';\n"
+             "        a key already stored is left as it is).\n"
              "  list [--tenant T]\n"
              "        Print id, tenant, name, admin, created, revoked (never keys).\n"
              "  revoke ID\n"
@@ -165,6 +172,70 @@ static int s_store_failed (const char *what, int rc, const proto_msg_t *reply,
 /* ---------------------------------------------------------------- */
 /*  Commands                                                         */
 
+//  create --from-env: install a key a person chose (corral up's
+//  CORRAL_API_KEY).  Idempotent: a key already stored keeps its record
+//  (and stays revoked if it was).  Never prints or logs the key.
+static int s_install (proto_rpc_t *rpc, const config_t *cfg)
+{
+    const char *key = getenv ("CORRAL_API_KEY");
+    char why[128];
+    uint8_t hash[GW_AUTH_HASH_LEN];
+    if (!key || !*key) {
+        fprintf (stderr, "corral-keys: --from-env needs CORRAL_API_KEY set\n");
+        return EXIT_USAGE;
+    }
+    cm_log_secret (key);
+    if (gw_auth_key_check (key, why, sizeof why)) {
+        fprintf (stderr,
+                 "corral-keys: CORRAL_API_KEY: %s (make a key with 'corral-keys create', "
+                 "or leave CORRAL_API_KEY unset)\n",
+                 why);
+        return EXIT_USAGE;
+    }
+    if (gw_auth_key_hash (key, hash)) return EXIT_FAIL;
+    proto_msg_t reply;
+    proto_msg_init (&reply);
+    proto_key_get_t get = {.hash = {hash, sizeof hash}};
+    int status = EXIT_OK;
+    const proto_key_rec_t *found = NULL;
+    int rc = proto_rpc_call (rpc, PROTO_STORE_KEY_GET, &get, &reply, (int)cfg->timeout);
+    if (rc == 0) {
+        const proto_key_reply_t *kr = proto_body (&reply, key_reply);
+        found = kr ? kr->key : NULL;
+    } else if (rc != CM_E_NOT_FOUND)
+        status = s_store_failed ("store.key.get", rc, &reply, cfg);
+    char id[CM_UUID_STR_LEN];
+    if (status == EXIT_OK && found) {
+        if (found->revoked) {
+            fprintf (stderr,
+                     "corral-keys: the key in CORRAL_API_KEY (id %s) was revoked; a "
+                     "revoked key is not reinstated\n",
+                     cm_uuid_fmt (&found->id, id));
+            status = EXIT_FAIL;
+        } else
+            printf ("id: %s\n", cm_uuid_fmt (&found->id, id));
+    } else if (status == EXIT_OK) {
+        proto_key_rec_t rec = {.hash = {hash, sizeof hash},
+                               .tenant = cfg->tenant,
+                               .name = cfg->name,
+                               .admin = cfg->admin,
+                               .created_ms = cm_time_ms ()};
+        cm_uuid7 (&rec.id);
+        proto_key_put_t put = {.key = &rec};
+        proto_msg_t put_reply;
+        proto_msg_init (&put_reply);
+        rc = proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &put_reply,
+                             (int)cfg->timeout);
+        if (rc)
+            status = s_store_failed ("store.key.put", rc, &put_reply, cfg);
+        else
+            printf ("id: %s\n", cm_uuid_fmt (&rec.id, id));
+        proto_msg_fini (&put_reply);
+    }
+    proto_msg_fini (&reply);
+    return status;
+}
+
 static int s_create (proto_rpc_t *rpc, const config_t *cfg)
 {
     if (!cfg->tenant || !s_label_ok (cfg->tenant, TENANT_MAX)) {
@@ -180,6 +251,7 @@ static int s_create (proto_rpc_t *rpc, const config_t *cfg)
                  NAME_MAX_LEN);
         return EXIT_USAGE;
     }
+    if (cfg->from_env) return s_install (rpc, cfg);
     char key[GW_AUTH_KEY_BUF];
     uint8_t hash[GW_AUTH_HASH_LEN];
     if (gw_auth_key_generate (key) || gw_auth_key_hash (key, hash)) {
