@@ -55,6 +55,9 @@ static void on_prompted (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
     if (!wait->result && !wait->err) {
         if (strcmp (r->stop_reason, "failed") == 0) {
             wait->err = r->code < 0 ? (int)r->code : CM_E_INTERNAL;
+            if ((wait->err == CM_E_MEMORY_LIMIT || wait->err == CM_E_BUDGET) &&
+                r->message)
+                wait->err_msg = strdup (r->message);
         } else if (strcmp (r->stop_reason, "interrupted") == 0) {
             wait->err = CM_E_UNAVAILABLE;
             wait->err_msg =

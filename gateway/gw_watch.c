@@ -178,6 +178,9 @@ static void turn_outcome (gw_wait_t *wait, const gw_ev_t *ev)
     const char *stop = ev->stop_reason ? ev->stop_reason : "end_turn";
     if (strcmp (stop, "failed") == 0) {
         wait->err = ev->code < 0 ? (int)ev->code : CM_E_INTERNAL;
+        //  Limits explain themselves (docs/limits.md): pass their words on.
+        if ((wait->err == CM_E_MEMORY_LIMIT || wait->err == CM_E_BUDGET) && ev->message)
+            wait->err_msg = strdup (ev->message);
     } else if (strcmp (stop, "interrupted") == 0) {
         wait->err = CM_E_UNAVAILABLE;
         wait->err_msg = strdup ("the turn was interrupted by a restart of the session "

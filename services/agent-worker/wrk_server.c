@@ -193,6 +193,7 @@ static void every_second (wrk_server_t *self, int64_t now)
     for (wrk_turn_t *t = self->turns; t && n < 256; t = t->next)
         if (t->exec) keep[n++] = wrk_exec_pid (t->exec);
     int reaped = n < 256 ? wrk_exec_reap_orphans (keep, n) : 0;
+    wrk_orphans_sweep (self, now);
     if (reaped > 0) {
         self->orphans_reaped += (uint64_t)reaped;
         cm_warn ("reaped %d orphaned process(es) (%llu in all)", reaped,
@@ -243,6 +244,8 @@ int wrk_server_run (wrk_config_t *cfg)
     } else
         self->prices = wrk_prices_new_default ();
     if (wrk_exec_env_new (environ, NULL, &self->env)) goto done;
+    if (wrk_orphans_init (self))
+        cm_warn ("cannot mark commands; leftovers of this worker will not be found");
     self->tools = wrk_tools_schema ();
     self->http = wrk_http_new (self->epfd);
     if (!self->prices || !self->tools || !self->http) goto done;
@@ -251,6 +254,7 @@ int wrk_server_run (wrk_config_t *cfg)
     if ((rc = connect_session (self))) goto done;
     cm_info ("corral-worker %s: session %s, capacity %lld", cfg->worker_id, cfg->endpoint,
              (long long)cfg->capacity);
+    wrk_orphans_sweep (self, cm_mono_ms ()); //  what a previous incarnation left
 
     self->last_beat_ms = cm_mono_ms ();
     struct epoll_event events[256];
@@ -304,6 +308,7 @@ done:
     if (self->epfd >= 0) close (self->epfd);
     wrk_prices_destroy (&self->prices);
     wrk_exec_env_destroy (&self->env);
+    wrk_procs_fini (&self->procs);
     json_decref (self->tools);
     proto_buf_fini (&self->buf);
     proto_msg_fini (&self->msg);

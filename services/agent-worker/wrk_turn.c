@@ -48,6 +48,7 @@ static void turn_free (wrk_turn_t *t)
     free (t->model);
     free (t->mode);
     free (t->cwd);
+    free (t->mem_msg);
     for (size_t i = 0; i < t->scope.count; i++) free (t->roots[i]);
     free (t);
 }
@@ -574,6 +575,17 @@ void wrk_turn_on_exec (wrk_turn_t *t)
     wrk_exec_destroy (&t->exec);
     t->exec_fds[0] = t->exec_fds[1] = -1; //  closed by wrk_exec; epoll forgets them
     t->state = TURN_TOOLS;
+    t->mem_peak = 0;
+    if (t->mem_msg) { //  the memory limit killed it (wrk_memlimit.c): the turn fails
+        wrk_tool_result_free (&r);
+        char text[512];
+        snprintf (text, sizeof text, "[%s; the command's processes were killed]",
+                  t->mem_msg);
+        wrk_tool_result_error (&r, text);
+        complete_tool (t, t->exec_call_id, &r);
+        finish (t, "failed", CM_E_MEMORY_LIMIT, t->mem_msg, false);
+        return;
+    }
     complete_tool (t, t->exec_call_id, &r);
     next_tool (t);
 }
@@ -601,7 +613,7 @@ void wrk_turn_cancel (wrk_server_t *self, const cm_uuid_t *id)
 
 int64_t wrk_turns_next_deadline (wrk_server_t *self)
 {
-    int64_t next = INT64_MAX;
+    int64_t next = wrk_memlimit_deadline (self);
     for (wrk_turn_t *t = self->turns; t; t = t->next)
         if (t->exec) {
             int64_t d = wrk_exec_deadline (t->exec);
@@ -612,6 +624,7 @@ int64_t wrk_turns_next_deadline (wrk_server_t *self)
 
 void wrk_turns_tick (wrk_server_t *self, int64_t now)
 {
+    wrk_memlimit_tick (self, now);
     wrk_turn_t *t = self->turns;
     while (t) {
         wrk_turn_t *next = t->next; //  t may end here

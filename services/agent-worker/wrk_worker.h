@@ -35,6 +35,7 @@
 #include "wrk_http.h"
 #include "wrk_loop.h"
 #include "wrk_path.h"
+#include "wrk_procs.h"
 #include "wrk_tools.h"
 
 #define WRK_HEARTBEAT_MS   1000
@@ -54,6 +55,9 @@ typedef struct {
     int64_t thinking_budget;
     int64_t stall_ms;
     int64_t max_attempts;
+    int64_t turn_memory_limit; //  bytes of a command tree's RSS; 0 = off (wrk_memlimit.c)
+    int64_t turn_memory_poll_ms; //  how often the trees are measured
+    int64_t orphan_sweep_ms;     //  how often leftovers of dead workers are looked for
     char *log_level;
 } wrk_config_t;
 
@@ -106,6 +110,8 @@ struct wrk_turn {
     char exec_call_id[WRK_CONV_MAX_ID + 1];
     wrk_usage_t usage;
     bool cancelled;
+    uint64_t mem_peak; //  largest RSS measured of the running command's tree
+    char *mem_msg;     //  set when the memory limit killed the command
     wrk_turn_t *next;
 };
 
@@ -128,6 +134,13 @@ struct wrk_server {
     proto_buf_t buf;
     proto_msg_t msg;
     uint64_t orphans_reaped;
+    //  limits (wrk_memlimit.c, wrk_orphans.c)
+    wrk_procs_t procs;       //  scratch snapshot of /proc
+    int64_t mem_next_ms;     //  next measurement of command trees
+    uint64_t mem_kills;      //  commands killed by the memory limit
+    char mark[WRK_MARK_MAX]; //  this incarnation's CORRAL_WORKER_MARK value
+    int64_t sweep_next_ms;   //  next orphan sweep
+    uint64_t orphans_killed; //  leftovers of dead workers killed
 };
 
 /* ---- wrk_server.c ---- */
@@ -139,6 +152,22 @@ int wrk_server_run (wrk_config_t *cfg);
 int wrk_send (wrk_server_t *self, proto_type_t type, const void *body);
 //  Send an event of a turn: the event's head fields are the session's.
 int wrk_send_event (wrk_server_t *self, wrk_turn_t *t, proto_type_t type, void *body);
+
+/* ---- wrk_memlimit.c ---- */
+//  When the command trees must be measured next; INT64_MAX when no command
+//  runs or the limit is off.
+int64_t wrk_memlimit_deadline (wrk_server_t *self);
+//  Measure every running command's tree when due; a tree over the limit is
+//  killed, an EV_POLICY event (policy "memory", action "kill") goes out,
+//  and the turn fails with CM_E_MEMORY_LIMIT once its command is reaped.
+void wrk_memlimit_tick (wrk_server_t *self, int64_t now);
+
+/* ---- wrk_orphans.c ---- */
+//  Put this incarnation's marker in the commands' environment (self->env).
+int wrk_orphans_init (wrk_server_t *self);
+//  Kill processes that dead workers left behind (at start, then every
+//  cfg->orphan_sweep_ms); each is logged and counted in orphans_killed.
+void wrk_orphans_sweep (wrk_server_t *self, int64_t now);
 
 /* ---- wrk_turn.c ---- */
 void wrk_turn_start (wrk_server_t *self, const proto_w_turn_t *req);
