@@ -1,0 +1,260 @@
+/*  mon_server.c - corral-monitor's loop: heartbeats in, answers out.
+
+    One pass: poll the SUB, the ROUTER and the stop pipe for at most a
+    second; take in every heartbeat queued; answer every request queued;
+    once a second add the monitor's own heartbeat to the table (it does not
+    send itself one), every 10 s forget long-silent instances.
+
+    policies: the policy engine (mon_policy.c) plugs in at the three places
+    marked "policies" below - its sockets (an event SUB connected to the
+    session service's PUB, a DEALER to the session service for
+    monitor.action) go into the poll set, its readers run after ours, and
+    its timers on the same tick.
+*/
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cm_log.h"
+#include "cm_stop.h"
+#include "cm_time.h"
+#include "cm_zmq.h"
+#include "mon.h"
+#include "proto_beat.h"
+
+#define DRAIN_MAX 4096 //  messages read from one socket per pass
+#define SWEEP_MS  10000
+
+/* ---- requests ------------------------------------------------------------- */
+
+void mon_server_answer (mon_server_t *self, const void *data, size_t size, int64_t now)
+{
+    proto_buf_reset (&self->buf);
+    int rc = proto_decode (&self->msg, data, size);
+    uint64_t corr = self->msg.corr_valid ? self->msg.corr : 0;
+    if (rc) {
+        mon_table_drop (&self->table, MON_DROP_REQUEST);
+        cm_warn ("refused a request: %s", proto_msg_error (&self->msg));
+        proto_encode_error (&self->buf, corr, rc, proto_msg_error (&self->msg));
+        return;
+    }
+    char *text = NULL;
+    switch (self->msg.type) {
+    case PROTO_MON_HEALTH: {
+        proto_mon_health_t h;
+        mon_health (&self->table, now, &h, self->statuses, MON_MAX_INSTANCES);
+        rc = proto_encode (&self->buf, PROTO_MON_HEALTH_REPLY, corr, &h);
+        break;
+    }
+    case PROTO_MON_METRICS:
+    case PROTO_MON_STATUS:
+        text = self->msg.type == PROTO_MON_METRICS
+                   ? mon_render_metrics (&self->table, now)
+                   : mon_render_status (&self->table, now);
+        if (!text) {
+            rc = CM_E_NOMEM;
+            break;
+        }
+        proto_mon_text_t out = {.text = text};
+        rc = proto_encode (&self->buf, PROTO_MON_TEXT, corr, &out);
+        free (text);
+        break;
+    default:
+        mon_table_drop (&self->table, MON_DROP_REQUEST);
+        cm_warn ("refused a request of type %s", proto_type_name (self->msg.type));
+        proto_encode_error (&self->buf, corr, CM_E_UNKNOWN_TYPE,
+                            "corral-monitor answers monitor.health, monitor.metrics and "
+                            "monitor.status");
+        return;
+    }
+    if (rc) {
+        cm_error ("cannot answer %s: %s", proto_type_name (self->msg.type),
+                  cm_strerror (rc));
+        proto_buf_reset (&self->buf);
+        proto_encode_error (&self->buf, corr, rc, NULL);
+    }
+}
+
+//  Read one routed request: [identity][body] (DEALER) or
+//  [identity][empty][body] (REQ).  Returns 1 with frames set, 0 when
+//  nothing is queued, -1 when a malformed one was dropped.
+static int recv_request (void *sock, zmq_msg_t *id, zmq_msg_t *body, bool *req_style)
+{
+    zmq_msg_t f[3];
+    int count = 0, more = 1;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        if (zmq_msg_recv (&part, sock, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close (&part);
+            for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
+            return 0;
+        }
+        more = zmq_msg_more (&part);
+        if (count < 3)
+            f[count] = part;
+        else
+            zmq_msg_close (&part);
+        count++;
+    }
+    if (count == 2 || (count == 3 && zmq_msg_size (&f[1]) == 0)) {
+        *id = f[0];
+        *body = f[count - 1];
+        *req_style = count == 3;
+        if (count == 3) zmq_msg_close (&f[1]);
+        return 1;
+    }
+    for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
+    return -1;
+}
+
+static void on_api (mon_server_t *self)
+{
+    for (int n = 0; n < DRAIN_MAX; n++) {
+        zmq_msg_t id, body;
+        bool req_style = false;
+        int got = recv_request (self->api, &id, &body, &req_style);
+        if (got == 0) return;
+        if (got < 0) {
+            mon_table_drop (&self->table, MON_DROP_REQUEST);
+            cm_warn ("dropped a request that is not [identity][body]");
+            continue;
+        }
+        mon_server_answer (self, zmq_msg_data (&body), zmq_msg_size (&body),
+                           cm_mono_ms ());
+        cm_frame_t frames[3] = {{zmq_msg_data (&id), zmq_msg_size (&id)}};
+        size_t nf = 1;
+        if (req_style) frames[nf++] = (cm_frame_t){"", 0};
+        frames[nf++] = (cm_frame_t){self->buf.data, self->buf.size};
+        if (cm_zmq_sendv (self->api, frames, nf, ZMQ_DONTWAIT))
+            cm_debug ("reply dropped: the requester is gone");
+        zmq_msg_close (&id);
+        zmq_msg_close (&body);
+    }
+}
+
+/* ---- heartbeats ------------------------------------------------------------ */
+
+static void on_beat (mon_server_t *self)
+{
+    for (int n = 0; n < DRAIN_MAX; n++) {
+        zmq_msg_t topic, body;
+        zmq_msg_init (&topic);
+        zmq_msg_init (&body);
+        if (zmq_msg_recv (&topic, self->in, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&topic);
+            zmq_msg_close (&body);
+            return;
+        }
+        int frames = 1;
+        bool more = zmq_msg_more (&topic);
+        while (more) { //  keep the second frame, skip any further
+            zmq_msg_t *into = frames == 1 ? &body : NULL;
+            zmq_msg_t extra;
+            if (!into) {
+                zmq_msg_init (&extra);
+                into = &extra;
+            }
+            if (zmq_msg_recv (into, self->in, 0) < 0) break;
+            more = zmq_msg_more (into);
+            if (into == &extra) zmq_msg_close (&extra);
+            frames++;
+        }
+        if (frames != 2 || zmq_msg_size (&topic) < 3 ||
+            memcmp (zmq_msg_data (&topic), "hb/", 3) != 0) {
+            mon_table_drop (&self->table, MON_DROP_FRAMES);
+            cm_debug ("dropped a message on the heartbeat socket: %d frames", frames);
+        } else {
+            int rc =
+                mon_table_ingest_bytes (&self->table, &self->msg, zmq_msg_data (&body),
+                                        zmq_msg_size (&body), cm_mono_ms ());
+            if (rc)
+                cm_debug ("refused a heartbeat: %s (%s)", cm_strerror (rc),
+                          proto_msg_error (&self->msg));
+        }
+        zmq_msg_close (&topic);
+        zmq_msg_close (&body);
+    }
+}
+
+static void own_beat (mon_server_t *self, int64_t now)
+{
+    const proto_mon_heartbeat_t *hb = proto_beat_collect (self->beat, NULL, NULL);
+    mon_table_ingest (&self->table, hb, now);
+}
+
+/* ---- the loop ----------------------------------------------------------------- */
+
+static int open_sockets (mon_server_t *self)
+{
+    self->in = cm_zmq_socket (ZMQ_SUB, 0);
+    self->api = cm_zmq_socket (ZMQ_ROUTER, 0);
+    if (!self->in || !self->api) return CM_E_IO;
+    zmq_setsockopt (self->in, ZMQ_SUBSCRIBE, "", 0);
+    if (cm_zmq_bind (self->in, self->cfg->in_endpoint) ||
+        cm_zmq_bind (self->api, self->cfg->api_endpoint))
+        return CM_E_IO;
+    return 0;
+}
+
+int mon_server_run (mon_config_t *cfg)
+{
+    mon_server_t *self = calloc (1, sizeof *self);
+    if (!self) return CM_E_NOMEM;
+    int rc = CM_E_NOMEM;
+    self->cfg = cfg;
+    mon_table_init (&self->table);
+    proto_msg_init (&self->msg);
+    self->beat = proto_beat_new (NULL, "monitor", NULL);
+    if (!self->beat) goto done;
+    if ((rc = open_sockets (self))) goto done;
+    //  policies: mon_policy_new (self, ...) opens its sockets here.
+    cm_info ("corral-monitor: heartbeats on %s, requests on %s", cfg->in_endpoint,
+             cfg->api_endpoint);
+
+    int64_t now = cm_mono_ms ();
+    self->next_beat_ms = now;
+    self->next_sweep_ms = now + SWEEP_MS;
+    while (!cm_stop_requested ()) {
+        zmq_pollitem_t items[8] = {{self->in, 0, ZMQ_POLLIN, 0},
+                                   {self->api, 0, ZMQ_POLLIN, 0},
+                                   {NULL, cm_stop_fd (), ZMQ_POLLIN, 0}};
+        int nitems = 3;
+        //  policies: add the policy engine's sockets to items[nitems++].
+        long timeout = self->next_beat_ms - cm_mono_ms ();
+        if (timeout < 0) timeout = 0;
+        if (timeout > 1000) timeout = 1000;
+        if (zmq_poll (items, nitems, timeout) < 0 && errno != EINTR) {
+            cm_error ("poll failed: %s", zmq_strerror (errno));
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) on_beat (self);
+        if (items[1].revents & ZMQ_POLLIN) on_api (self);
+        //  policies: read the policy engine's sockets here.
+        now = cm_mono_ms ();
+        if (now >= self->next_beat_ms) {
+            self->next_beat_ms = now + PROTO_BEAT_MS;
+            own_beat (self, now);
+            //  policies: the policy engine's once-a-second checks go here.
+        }
+        if (now >= self->next_sweep_ms) {
+            self->next_sweep_ms = now + SWEEP_MS;
+            mon_table_sweep (&self->table, now);
+        }
+    }
+    //  Drain: answer what was already asked before going.
+    on_api (self);
+    cm_info ("corral-monitor stopping");
+    rc = 0;
+done:
+    //  policies: mon_policy_destroy (&self->policy) closes its sockets here.
+    cm_zmq_close (&self->in);
+    cm_zmq_close (&self->api);
+    proto_beat_destroy (&self->beat);
+    proto_msg_fini (&self->msg);
+    proto_buf_fini (&self->buf);
+    mon_table_fini (&self->table);
+    free (self);
+    return rc;
+}
