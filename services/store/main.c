@@ -9,7 +9,7 @@
 #include "store_server.h"
 
 typedef struct {
-    char *data_dir, *endpoint, *sync, *log_level, *backup;
+    char *data_dir, *endpoint, *sync, *log_level, *backup, *monitor_in;
     int64_t map_size, map_max, batch_max, batch_window;
 } config_t;
 
@@ -35,6 +35,9 @@ static const cm_cfg_opt_t s_opts[] = {
          "requests in one group commit at most", 1, 65536, NULL),
     OPT ("store-batch-window", CM_CFG_MS, batch_window, "2ms",
          "time spent collecting one group commit at most", 0, 1000, NULL),
+    OPT ("monitor-in-endpoint", CM_CFG_ENDPOINT, monitor_in, "tcp://127.0.0.1:7705",
+         "corral-monitor's heartbeat input (PUB, connect; a missing monitor is fine)", 0,
+         0, NULL),
     OPT ("log-level", CM_CFG_ENUM, log_level, "info", "least severe level logged", 0, 0,
          "debug|info|warn|error"),
     OPT ("backup", CM_CFG_PATH, backup, NULL,
@@ -80,7 +83,8 @@ int main (int argc, char **argv)
     } else {
         store_server_opts_t sopts = {.endpoint = cfg.endpoint,
                                      .batch_max = (size_t)cfg.batch_max,
-                                     .batch_window_ms = cfg.batch_window};
+                                     .batch_window_ms = cfg.batch_window,
+                                     .monitor_in = cfg.monitor_in};
         rc = store_server_run (store, &sopts);
     }
     store_close (&store);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "proto.h"
+#include "proto_beat.h"
 
 #define STORE_SCHEMA_VERSION 1
 #define STORE_MAX_EVENT      (1u << 20) //  bytes in one stored event
@@ -79,6 +80,7 @@ typedef struct store {
     uint32_t latency_us[STORE_LATENCY_RING]; //  recent commit latencies
     uint64_t latency_n;
     uint64_t latency_max_us;
+    proto_hist_t commit_hist; //  commit latency in seconds, for the heartbeat
     //  scratch reused across requests (no allocation per request)
     proto_msg_t rec_msg;
     proto_buf_t scratch;

@@ -356,6 +356,9 @@ void store_note_commit (store_t *self, uint64_t us)
         us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     self->latency_n++;
     if (us > self->latency_max_us) self->latency_max_us = us;
+    if (!self->commit_hist.bounds)
+        proto_hist_init (&self->commit_hist, proto_hist_latency, proto_hist_latency_n);
+    proto_hist_observe (&self->commit_hist, (double)us / 1e6);
 }
 
 int store_stats (store_t *self, MDB_txn *txn, proto_store_stats_t *out,

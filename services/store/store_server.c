@@ -24,6 +24,7 @@
 #include "cm_stop.h"
 #include "cm_time.h"
 #include "cm_zmq.h"
+#include "proto_beat.h"
 #include "store_server.h"
 
 typedef struct {
@@ -97,12 +98,15 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
     }
     cm_info ("corral-store listening on %s (data %s, epoch %s)", opts->endpoint,
              store->path, store->epoch);
+    proto_beat_t *beat = proto_beat_new (opts->monitor_in, "store", NULL);
 
     int64_t last_sync = cm_mono_ms ();
     while (!cm_stop_requested ()) {
         zmq_pollitem_t items[] = {{sock, 0, ZMQ_POLLIN, 0},
                                   {NULL, cm_stop_fd (), ZMQ_POLLIN, 0}};
-        long timeout = store->opts.sync == STORE_SYNC_OS ? 1000 : -1;
+        long timeout = beat ? (long)proto_beat_due_ms (beat, cm_mono_ms ()) : -1;
+        if (store->opts.sync == STORE_SYNC_OS && (timeout < 0 || timeout > 1000))
+            timeout = 1000;
         if (zmq_poll (items, 2, timeout) < 0 && errno != EINTR) {
             cm_error ("poll failed: %s", zmq_strerror (errno));
             break;
@@ -112,6 +116,7 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
             last_sync = cm_mono_ms ();
         }
         if (cm_stop_requested ()) break;
+        if (beat) proto_beat_tick (beat, cm_mono_ms (), store_beat_fill, store);
 
         size_t n = 0;
         int64_t deadline = cm_mono_ms () + opts->batch_window_ms;
@@ -134,6 +139,7 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
         }
     }
     cm_info ("corral-store stopping (%s)", cm_stop_signal () ? "signal" : "request");
+    proto_beat_destroy (&beat);
     proto_buf_fini (&replies);
     free (envs);
     free (reqs);
