@@ -14,6 +14,7 @@ typedef struct {
 } command_t;
 
 static const command_t s_commands[] = {
+    {"acp", cli_acp, "stdio <-> WebSocket bridge: use the gateway as an editor's ACP agent"},
     {NULL, NULL, NULL},
 };
 
