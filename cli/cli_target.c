@@ -29,8 +29,7 @@ static bool s_printable (const char *s)
     return true;
 }
 
-//  "host:port" from CORRAL_LISTEN, a wildcard host made the loopback.
-static int s_from_listen (const char *listen, char *out, size_t outlen)
+int cli_target_from_listen (const char *listen, char *out, size_t outlen)
 {
     const char *colon = strrchr (listen, ':');
     if (!colon || !colon[1]) return -1;
@@ -127,7 +126,7 @@ int cli_target_resolve (cli_target_t *t, const char *url_flag, const char *key_f
         const char *listen = getenv ("CORRAL_LISTEN");
         url = "http://127.0.0.1:8080";
         if (listen && *listen) {
-            if (s_from_listen (listen, derived, sizeof derived)) {
+            if (cli_target_from_listen (listen, derived, sizeof derived)) {
                 snprintf (err, errlen,
                           "CORRAL_LISTEN '%.200s' is not host:port; set --url instead",
                           listen);

@@ -75,6 +75,11 @@ typedef struct {
 int cli_target_resolve (cli_target_t *t, const char *url_flag, const char *key_flag,
                         char *err, size_t errlen);
 
+//  "http://host:port" (https when CORRAL_TLS_CERT is set) for a listen
+//  address "host:port", a wildcard host made the loopback.  Returns 0, or
+//  -1 when listen is not host:port.
+int cli_target_from_listen (const char *listen, char *out, size_t outlen);
+
 //  A one-line hint for a command that needs a key and found none.
 const char *cli_target_no_key (void);
 
