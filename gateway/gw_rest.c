@@ -180,6 +180,11 @@ void gw_rest_cancel (gw_server_t *self, gw_conn_t *conn)
     gw_http_dispatch (self, conn, "session/cancel", session_params (conn->http));
 }
 
+void gw_rest_close (gw_server_t *self, gw_conn_t *conn)
+{
+    gw_http_dispatch (self, conn, "session/close", session_params (conn->http));
+}
+
 /* ---- POST /v1/sessions/{id}/prompt ----------------------------------------------------- */
 
 void gw_rest_prompt (gw_server_t *self, gw_conn_t *conn)
