@@ -41,6 +41,10 @@ static const cm_cfg_opt_t s_opts[] = {
          10000000, NULL),
     OPT ("permission-timeout", CM_CFG_MS, permission_timeout_ms, "5m",
          "an unanswered permission request is refused after this", 100, 86400000, NULL),
+    OPT ("close-grace", CM_CFG_MS, close_grace_ms, "60s",
+         "a policy close (max duration) lets a running turn finish this long, then "
+         "cancels it",
+         0, 86400000, NULL),
     OPT ("log-level", CM_CFG_ENUM, log_level, "info", "least severe level logged", 0, 0,
          "debug|info|warn|error"),
     CM_CFG_END};

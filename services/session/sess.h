@@ -18,6 +18,8 @@
                           cancel, worker_lost, interrupted
       sess_workers.c      worker registry, heartbeats, capacity
       sess_permissions.c  pending requests, first answer wins, timeouts
+      sess_policy.c       policy actions from corral-monitor (warn, cancel,
+                          hibernate, close), the census it reads
 
     The spine, the one rule everything else leans on: an event gets the
     session's next seq when it is emitted, is appended to the store in seq
@@ -64,6 +66,7 @@ typedef struct {
     char *default_backend, *default_model, *default_mode;
     int64_t max_sessions, max_sessions_per_tenant, max_turns;
     int64_t permission_timeout_ms;
+    int64_t close_grace_ms; //  a policy close waits this long for a running turn
     char *log_level;
 } sess_config_t;
 
@@ -109,6 +112,7 @@ typedef struct {
     int64_t wait_deadline_ms;   //  while WAITING
     bool cancel;                //  cancel asked
     int64_t cancel_deadline_ms; //  end it ourselves if the worker does not
+    char *cancel_why;           //  a policy's reason, for turn_ended's message
     sess_peer_t requesters[4];  //  prompt replies owed (first + resends)
     size_t nrequesters;
     //  pending permission request (one at a time per turn)
@@ -174,7 +178,8 @@ struct sess_server {
     proto_msg_t evmsg;      //  scratch for decoding workers' events
     proto_buf_t store_buf;  //  scratch for encoding store requests
     int64_t last_tick_ms;
-    bool ready; //  startup scan finished
+    bool ready;                 //  startup scan finished
+    struct sess_policy *policy; //  sess_policy.c's state, NULL until used
 };
 
 /* ---- sess_server.c ---------------------------------------------- */
@@ -227,11 +232,18 @@ void sess_session_free (sess_session_t *s);
 void sess_startup_scan (sess_server_t *self);
 void sess_on_client (sess_server_t *self, const sess_peer_t *peer, proto_msg_t *msg);
 void sess_dup_str (const char **slot, const char *value);
+//  Close an open session: cancel its turn, count it closed, record why
+//  (end_reason, e.g. "max_duration") and emit state closed with reason.
+void sess_session_close (sess_server_t *self, sess_session_t *s, const char *end_reason,
+                         const char *reason);
 
 /* ---- sess_turns.c ----------------------------------------------- */
 void sess_turn_prompt (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer,
                        const proto_session_prompt_t *req);
 void sess_turn_cancel (sess_server_t *self, sess_session_t *s);
+//  The same, with a reason that goes to the worker and into turn_ended's
+//  message (why may be NULL: a client's cancel).
+void sess_turn_cancel_why (sess_server_t *self, sess_session_t *s, const char *why);
 void sess_turn_on_worker (sess_server_t *self, sess_worker_t *w, proto_msg_t *msg);
 void sess_turn_worker_lost (sess_server_t *self, sess_worker_t *w);
 void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_reason,
@@ -258,5 +270,18 @@ void sess_perm_answer (sess_server_t *self, sess_session_t *s, const sess_peer_t
 void sess_perm_tick (sess_server_t *self, sess_session_t *s, int64_t now);
 //  Drop a pending request as cancelled (turn ended).
 void sess_perm_cancel (sess_server_t *self, sess_session_t *s, const char *outcome);
+
+/* ---- sess_policy.c ---------------------------------------------- */
+//  A monitor-family request on the client socket (monitor.action,
+//  monitor.census).
+void sess_policy_on_monitor (sess_server_t *self, const sess_peer_t *peer,
+                             proto_msg_t *msg);
+//  Before a prompt runs: a hibernated session resumes; a session being
+//  closed by a policy refuses (answered here; returns true).
+bool sess_policy_before_prompt (sess_server_t *self, sess_session_t *s,
+                                const sess_peer_t *peer);
+//  Grace deadlines of policy closes, eviction of hibernated sessions.
+void sess_policy_tick (sess_server_t *self, int64_t now);
+void sess_policy_fini (sess_server_t *self);
 
 #endif

@@ -89,6 +89,8 @@ static void on_client (sess_server_t *self)
             peer.corr = self->msg.corr_valid ? self->msg.corr : 0;
             if (rc)
                 sess_reply_error (self, &peer, rc, proto_msg_error (&self->msg));
+            else if (self->msg.desc->family == PROTO_FAMILY_MONITOR)
+                sess_policy_on_monitor (self, &peer, &self->msg); //  see sess_policy.c
             else if (self->msg.desc->family != PROTO_FAMILY_CLIENT)
                 sess_reply_error (self, &peer, CM_E_UNKNOWN_TYPE, "not a client request");
             else
@@ -211,12 +213,14 @@ int sess_server_run (sess_config_t *cfg)
             if (beat) last_beat = now;
             sess_workers_tick (self, now, beat);
             sess_turns_tick (self, now);
+            sess_policy_tick (self, now);
             if (beat) spine_retry (self);
         }
     }
     cm_info ("corral-session stopping");
     rc = 0;
 done:
+    sess_policy_fini (self);
     sess_workers_fini (self);
     if (self->sessions) {
         size_t pos = 0;

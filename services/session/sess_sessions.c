@@ -520,6 +520,7 @@ static void session_new (sess_server_t *self, const sess_peer_t *peer,
                                .resumable = true,
                                .usage = &usage};
     cm_uuid7 (&rec.id);
+    rec.opened_ms = rec.created_ms;
     sess_session_t *s = install (self, &rec, 0);
     if (!s) {
         sess_reply_error (self, peer, CM_E_NOMEM, NULL);
@@ -640,6 +641,16 @@ static void set_option (sess_server_t *self, sess_session_t *s, const sess_peer_
     sess_reply (self, peer, PROTO_OK, NULL);
 }
 
+void sess_session_close (sess_server_t *self, sess_session_t *s, const char *end_reason,
+                         const char *reason)
+{
+    if (strcmp (s->rec.state, "closed") == 0) return;
+    sess_turn_cancel (self, s);
+    count_open (self, s->rec.tenant, -1);
+    sess_dup_str (&s->rec.end_reason, end_reason);
+    sess_set_state (self, s, "closed", reason);
+}
+
 //  Requests that name a session, with the session in memory.
 static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer,
                     proto_msg_t *msg)
@@ -665,7 +676,10 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
         sess_reply (self, peer, PROTO_OK, NULL);
         return;
     case PROTO_SESSION_RESUME:
-        if (closed) count_open (self, s->rec.tenant, +1);
+        if (closed) {
+            count_open (self, s->rec.tenant, +1);
+            s->rec.opened_ms = cm_time_ms (); //  a max duration starts again
+        }
         if (closed || strcmp (s->rec.state, "hibernated") == 0)
             sess_set_state (self, s, "ready", "resumed");
         {
@@ -674,12 +688,7 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
         }
         return;
     case PROTO_SESSION_CLOSE:
-        if (!closed) {
-            sess_turn_cancel (self, s);
-            count_open (self, s->rec.tenant, -1);
-            sess_dup_str (&s->rec.end_reason, "closed by a client");
-            sess_set_state (self, s, "closed", "closed by a client");
-        }
+        sess_session_close (self, s, "closed by a client", "closed by a client");
         sess_reply (self, peer, PROTO_OK, NULL);
         return;
     case PROTO_SESSION_DELETE: {
@@ -703,6 +712,7 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
                               "the session is closed; resume it to prompt again");
             return;
         }
+        if (sess_policy_before_prompt (self, s, peer)) return;
         sess_turn_prompt (self, s, peer, msg->body);
         return;
     case PROTO_SESSION_CANCEL:

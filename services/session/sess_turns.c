@@ -39,6 +39,7 @@ void sess_turn_clear (sess_turn_t *t)
     free (t->perm_options.items);
     free (t->stop_reason);
     free (t->message);
+    free (t->cancel_why);
     memset (t, 0, sizeof *t);
 }
 
@@ -273,20 +274,27 @@ void sess_turn_prompt (sess_server_t *self, sess_session_t *s, const sess_peer_t
 
 void sess_turn_cancel (sess_server_t *self, sess_session_t *s)
 {
+    sess_turn_cancel_why (self, s, NULL);
+}
+
+void sess_turn_cancel_why (sess_server_t *self, sess_session_t *s, const char *why)
+{
     sess_turn_t *t = &s->turn;
     switch (t->state) {
     case TURN_WAITING:
     case TURN_LOADING:
-        sess_turn_end (self, s, "cancelled", 0, NULL, false);
+        sess_turn_end (self, s, "cancelled", 0, why, false);
         return;
     case TURN_RUNNING:
         if (t->cancel) return;
         t->cancel = true;
+        if (why) t->cancel_why = strdup (why);
         t->cancel_deadline_ms = cm_mono_ms () + SESS_CANCEL_GRACE;
         sess_perm_cancel (self, s, "cancelled");
         if (s->rec.state && strcmp (s->rec.state, "awaiting_permission") == 0)
             sess_set_state (self, s, "running", "cancelling");
-        proto_w_turn_ref_t ref = {.turn = t->id, .reason = "cancelled by a client"};
+        proto_w_turn_ref_t ref = {.turn = t->id,
+                                  .reason = why ? why : "cancelled by a client"};
         sess_send_worker (self, t->worker, PROTO_W_CANCEL, &ref);
         return;
     default:
@@ -364,6 +372,8 @@ static void finish (sess_server_t *self, sess_session_t *s, const char *stop_rea
     sess_turn_t *t = &s->turn;
     add_usage (self, s, usage);
     if (t->cancel && strcmp (stop_reason, "end_turn") == 0) stop_reason = "cancelled";
+    if (t->cancel_why && !message && strcmp (stop_reason, "cancelled") == 0)
+        message = t->cancel_why;
     if (!messages || messages->count == 0) {
         sess_turn_end (self, s, stop_reason, code, message, retryable);
         return;
@@ -476,7 +486,10 @@ void sess_turns_tick (sess_server_t *self, int64_t now)
         } else if (t->state == TURN_RUNNING) {
             if (t->cancel && now > t->cancel_deadline_ms)
                 sess_turn_end (self, s, "cancelled", 0,
-                               "the worker did not confirm the cancel in time", false);
+                               t->cancel_why
+                                   ? t->cancel_why
+                                   : "the worker did not confirm the cancel in time",
+                               false);
             else
                 sess_perm_tick (self, s, now);
         }
