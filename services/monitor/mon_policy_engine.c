@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     sig_t sig[MON_POLICY_SIGS];
     size_t nsig;
-    uint32_t top;                           //  the highest count
+    uint32_t top;                             //  the highest count
     char top_title[MON_POLICY_TITLE_MAX + 1]; //  its title
 } sigs_t;
 
@@ -271,7 +271,8 @@ void mon_policy_engine_event (mon_policy_engine_t *self, const mon_policy_event_
     if (ev->type == PROTO_EV_POLICY) return; //  not activity
     t->active_ms = now;
     t->done[MON_ACT_IDLE_HIBERNATE] = false;
-    if (t->pending && t->pending->kind == MON_ACT_IDLE_HIBERNATE && ev->type != PROTO_EV_STATE)
+    if (t->pending && t->pending->kind == MON_ACT_IDLE_HIBERNATE &&
+        ev->type != PROTO_EV_STATE)
         pending_clear (t); //  activity: the idle decision is void
     bool has_turn = !cm_uuid_is_nil (&ev->turn);
     switch (ev->type) {
@@ -289,15 +290,18 @@ void mon_policy_engine_event (mon_policy_engine_t *self, const mon_policy_event_
         if (strcmp (t->state, "awaiting_permission") == 0) t->output_ms = now;
         snprintf (t->state, sizeof t->state, "%s", ev->state ? ev->state : "");
         break;
-    case PROTO_EV_USER_MESSAGE:
-        if (has_turn) turn_begin (t, &ev->turn, now);
-        break;
     case PROTO_EV_TURN_ENDED:
         turn_end (t);
         break;
     default:
         break;
     }
+    //  A turn starts with its user_message; an event of a turn we have not
+    //  seen start (we came up during it) starts it too.  turn_ended is
+    //  always a turn's last event.
+    if (has_turn && ev->type != PROTO_EV_TURN_ENDED &&
+        (!t->turn_live || memcmp (&ev->turn, &t->turn, sizeof t->turn) != 0))
+        turn_begin (t, &ev->turn, now);
     if (t->turn_live && is_output (ev->type) &&
         (!has_turn || memcmp (&ev->turn, &t->turn, sizeof t->turn) == 0)) {
         t->output_ms = now;
@@ -336,10 +340,7 @@ void mon_policy_engine_census_entry (mon_policy_engine_t *self,
     if (!fresh) return;
     snprintf (t->state, sizeof t->state, "%s", e->state);
     if (e->active_ms > 0 && e->active_ms < now) t->active_ms = e->active_ms;
-    if (!cm_uuid_is_nil (&e->turn)) {
-        turn_begin (t, &e->turn, now); //  its silence counts from now
-        if (e->active_ms > 0 && e->turn_ms > t->active_ms) t->active_ms = now;
-    }
+    if (!cm_uuid_is_nil (&e->turn)) turn_begin (t, &e->turn, now); //  silence from now
 }
 
 void mon_policy_engine_census_end (mon_policy_engine_t *self)
@@ -384,7 +385,8 @@ static bool decide (const mon_policy_engine_t *self, track_t *t, int64_t now,
     }
     //  2. stuck turns that went on after their warning
     if (t->turn_live && c->stuck_repeat > 0 && t->sigs && t->done[MON_ACT_REPEAT_WARN] &&
-        !t->done[MON_ACT_REPEAT_CANCEL] && t->sigs->top >= 2 * (uint64_t)c->stuck_repeat) {
+        !t->done[MON_ACT_REPEAT_CANCEL] &&
+        t->sigs->top >= 2 * (uint64_t)c->stuck_repeat) {
         a->kind = MON_ACT_REPEAT_CANCEL;
         a->turn = t->turn;
         snprintf (a->message, sizeof a->message,
@@ -399,9 +401,10 @@ static bool decide (const mon_policy_engine_t *self, track_t *t, int64_t now,
         !t->done[MON_ACT_SILENCE_CANCEL] && silent >= 2 * c->stuck_silence_ms) {
         a->kind = MON_ACT_SILENCE_CANCEL;
         a->turn = t->turn;
-        snprintf (a->message, sizeof a->message,
-                  "no output from the running turn for %s; the turn is cancelled as stuck",
-                  mon_policy_fmt_ms (silent, d1, sizeof d1));
+        snprintf (
+            a->message, sizeof a->message,
+            "no output from the running turn for %s; the turn is cancelled as stuck",
+            mon_policy_fmt_ms (silent, d1, sizeof d1));
         return true;
     }
     //  3. idle sessions
@@ -409,10 +412,11 @@ static bool decide (const mon_policy_engine_t *self, track_t *t, int64_t now,
         (strcmp (t->state, "ready") == 0 || strcmp (t->state, "idle") == 0) &&
         now - t->active_ms >= c->idle_timeout_ms && !t->done[MON_ACT_IDLE_HIBERNATE]) {
         a->kind = MON_ACT_IDLE_HIBERNATE;
-        snprintf (a->message, sizeof a->message,
-                  "idle for %s: hibernated to free its resources; the next prompt resumes it "
-                  "with its history",
-                  mon_policy_fmt_ms (now - t->active_ms, d1, sizeof d1));
+        snprintf (
+            a->message, sizeof a->message,
+            "idle for %s: hibernated to free its resources; the next prompt resumes it "
+            "with its history",
+            mon_policy_fmt_ms (now - t->active_ms, d1, sizeof d1));
         return true;
     }
     //  4. warnings
@@ -499,7 +503,8 @@ void mon_policy_engine_result (mon_policy_engine_t *self, const cm_uuid_t *sessi
     //  ok, or the session's state says no (busy, conflict): this decision
     //  is made; what makes it new again clears the flag.
     t->done[kind] = true;
-    if (rc == 0) self->done[kind]++;
+    if (rc == 0)
+        self->done[kind]++;
     else
         cm_debug ("policy action %s/%s refused: %s", s_kinds[kind].policy,
                   s_kinds[kind].action, cm_strerror (rc));
