@@ -1,9 +1,15 @@
 /*  cli_target.c - the gateway's URL and the API key (cli_target.h). */
 #include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_target.h"
@@ -158,4 +164,56 @@ int cli_target_resolve (cli_target_t *t, const char *url_flag, const char *key_f
         return CLI_USAGE;
     }
     return 0;
+}
+
+//  Does something accept connections at a ZeroMQ tcp:// or ipc://
+//  endpoint?  1 yes, 0 no, -1 cannot tell (another transport).
+int cli_endpoint_open (const char *ep)
+{
+    int fd = -1, rc = 0;
+    if (!strncmp (ep, "ipc://", 6)) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen (ep + 6) >= sizeof sa.sun_path) return -1;
+        strcpy (sa.sun_path, ep + 6);
+        fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return -1;
+        rc = connect (fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close (fd);
+        return rc;
+    }
+    if (strncmp (ep, "tcp://", 6)) return -1;
+    char host[256];
+    snprintf (host, sizeof host, "%s", ep + 6);
+    char *colon = strrchr (host, ':');
+    if (!colon) return -1;
+    *colon = 0;
+    const char *port = colon + 1;
+    char *h = host;
+    if (*h == '[') {
+        h++;
+        char *e = strchr (h, ']');
+        if (e) *e = 0;
+    }
+    if (!*h || !strcmp (h, "*") || !strcmp (h, "0.0.0.0")) h = "127.0.0.1";
+    if (!strcmp (h, "::")) h = "::1";
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo (h, port, &hints, &res)) return -1;
+    fd = socket (res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0) {
+        if (connect (fd, res->ai_addr, res->ai_addrlen) == 0)
+            rc = 1;
+        else if (errno == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (poll (&p, 1, 200) == 1 &&
+                !getsockopt (fd, SOL_SOCKET, SO_ERROR, &err, &len))
+                rc = err == 0;
+        }
+        close (fd);
+    }
+    freeaddrinfo (res);
+    return rc;
 }

@@ -80,6 +80,11 @@ int cli_target_resolve (cli_target_t *t, const char *url_flag, const char *key_f
 //  -1 when listen is not host:port.
 int cli_target_from_listen (const char *listen, char *out, size_t outlen);
 
+//  Does something accept connections at a ZeroMQ endpoint?  1 yes, 0 no,
+//  -1 cannot tell (not tcp:// or ipc://, or unparsable).  A wildcard tcp
+//  host (*, 0.0.0.0, ::) is tried on the loopback; waits 200 ms at most.
+int cli_endpoint_open (const char *endpoint);
+
 //  A one-line hint for a command that needs a key and found none.
 const char *cli_target_no_key (void);
 

@@ -224,10 +224,15 @@ static void s_describe_status (int status, char *out, size_t outlen)
 
 static int s_find_binary (up_t *self, child_t *c)
 {
-    int n = snprintf (c->path, sizeof c->path, "%s/%s", self->bin_dir, c->bin);
-    if (n > 0 && (size_t)n < sizeof c->path && access (c->path, X_OK) == 0) return 0;
-    n = snprintf (c->path, sizeof c->path, "%s/../%s", self->bin_dir, c->tree);
-    if (n > 0 && (size_t)n < sizeof c->path && access (c->path, X_OK) == 0) return 0;
+    char cand[PATH_MAX];
+    int n = snprintf (cand, sizeof cand, "%s/%s", self->bin_dir, c->bin);
+    if (n > 0 && (size_t)n < sizeof cand && access (cand, X_OK) == 0 &&
+        realpath (cand, c->path))
+        return 0;
+    n = snprintf (cand, sizeof cand, "%s/../%s", self->bin_dir, c->tree);
+    if (n > 0 && (size_t)n < sizeof cand && access (cand, X_OK) == 0 &&
+        realpath (cand, c->path))
+        return 0;
     return -1;
 }
 
@@ -241,23 +246,37 @@ static const char *s_level_color (const char *level)
     return "";
 }
 
-//  A JSON log line as "HH:MM:SS level msg key=value ...".  False when the
-//  line is not one (it is printed as it is).
-static bool s_print_human (up_t *self, const char *line)
+static void s_prefix (up_t *self, const child_t *c)
 {
-    if (line[0] != '{') return false;
+    printf ("%s[%s]%s%*s", s_color (self, "\033[36m"), c->name, s_color (self, "\033[0m"),
+            (int)(self->name_width - strlen (c->name) + 1), "");
+}
+
+//  A JSON log line as "[name] HH:MM:SS.mmm level msg key=value ...".
+//  Returns 0 (not a log line: nothing printed), 1 (printed, without the
+//  newline) or 2 (a line left out).
+static int s_print_human (up_t *self, const child_t *c, const char *line)
+{
+    if (line[0] != '{') return 0;
     json_t *o = json_loads (line, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object (o)) {
         json_decref (o);
-        return false;
+        return 0;
     }
     const char *ts = json_string_value (json_object_get (o, "ts"));
     const char *level = json_string_value (json_object_get (o, "level"));
     const char *msg = json_string_value (json_object_get (o, "msg"));
     if (!msg || !level) {
         json_decref (o);
-        return false;
+        return 0;
     }
+    //  Each service's effective configuration ("config name=value"), a
+    //  screenful at every start: only with --log-format json.
+    if (!strncmp (msg, "config ", 7) && !strcmp (level, "info")) {
+        json_decref (o);
+        return 2;
+    }
+    s_prefix (self, c);
     char hms[16] = "";
     if (ts && strlen (ts) >= 23) snprintf (hms, sizeof hms, "%.12s", ts + 11);
     printf ("%s%s%-5s %s", hms, *hms ? " " : "", level,
@@ -282,14 +301,19 @@ static bool s_print_human (up_t *self, const char *line)
         printf ("%s", s_color (self, "\033[0m"));
     }
     json_decref (o);
-    return true;
+    return 1;
 }
 
 static void s_print_line (up_t *self, child_t *c, const char *line)
 {
-    printf ("%s[%s]%s%*s", s_color (self, "\033[36m"), c->name, s_color (self, "\033[0m"),
-            (int)(self->name_width - strlen (c->name) + 1), "");
-    if (!self->human || !s_print_human (self, line)) fputs (line, stdout);
+    //  In the human form (or, a config line, not at all), else as it is.
+    int done = self->human ? s_print_human (self, c, line) : 0;
+    if (done) {
+        if (done == 1) putchar ('\n');
+        return;
+    }
+    s_prefix (self, c);
+    fputs (line, stdout);
     putchar ('\n');
 }
 
@@ -319,8 +343,13 @@ static void s_on_line (up_t *self, child_t *c, char *line)
 {
     size_t n = strlen (line);
     if (n && line[n - 1] == '\r') line[n - 1] = 0;
-    if (c == &self->c[K_KEYS] && s_keys_line (self, line)) return;
-    if (c == &self->c[K_MODEL]) s_model_line (self, line);
+    if (c == &self->c[K_KEYS] && (s_keys_line (self, line) ||
+                                  !strncmp (line, "corral-keys: copy the key now", 29)))
+        return; //  the key goes to the banner and the key file, nowhere else
+    if (c == &self->c[K_MODEL] && !strncmp (line, "listening on http://", 20)) {
+        s_model_line (self, line); //  (its log line says the same)
+        return;
+    }
     s_print_line (self, c, line);
 }
 
@@ -497,58 +526,6 @@ static int s_spawn (up_t *self, int idx)
 
 /* ---- readiness --------------------------------------------------------------- */
 
-//  Does something accept connections at a ZeroMQ tcp:// or ipc://
-//  endpoint?  1 yes, 0 no, -1 cannot tell (another transport).
-static int s_endpoint_open (const char *ep)
-{
-    int fd = -1, rc = 0;
-    if (!strncmp (ep, "ipc://", 6)) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        if (strlen (ep + 6) >= sizeof sa.sun_path) return -1;
-        strcpy (sa.sun_path, ep + 6);
-        fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) return -1;
-        rc = connect (fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        close (fd);
-        return rc;
-    }
-    if (strncmp (ep, "tcp://", 6)) return -1;
-    char host[256];
-    snprintf (host, sizeof host, "%s", ep + 6);
-    char *colon = strrchr (host, ':');
-    if (!colon) return -1;
-    *colon = 0;
-    const char *port = colon + 1;
-    char *h = host;
-    if (*h == '[') {
-        h++;
-        char *e = strchr (h, ']');
-        if (e) *e = 0;
-    }
-    if (!*h || !strcmp (h, "*") || !strcmp (h, "0.0.0.0")) h = "127.0.0.1";
-    if (!strcmp (h, "::")) h = "::1";
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo (h, port, &hints, &res)) return -1;
-    fd = socket (res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd >= 0) {
-        if (connect (fd, res->ai_addr, res->ai_addrlen) == 0)
-            rc = 1;
-        else if (errno == EINPROGRESS) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int err = 0;
-            socklen_t len = sizeof err;
-            if (poll (&p, 1, 200) == 1 &&
-                !getsockopt (fd, SOL_SOCKET, SO_ERROR, &err, &len))
-                rc = err == 0;
-        }
-        close (fd);
-    }
-    freeaddrinfo (res);
-    return rc;
-}
-
 static size_t s_probe_write (char *data, size_t size, size_t n, void *arg)
 {
     up_t *self = arg;
@@ -622,7 +599,7 @@ static bool s_is_up (up_t *self, child_t *c)
                       "its address line has not come yet");
         return self->model_url[0] != 0;
     case R_ENDPOINT: {
-        int open = s_endpoint_open (c->endpoint);
+        int open = cli_endpoint_open (c->endpoint);
         if (open == 0)
             snprintf (self->last_reason, sizeof self->last_reason,
                       "nothing accepts connections at %s yet", c->endpoint);
@@ -1128,9 +1105,9 @@ static int s_setup (up_t *self)
         if (s_find_binary (self, c) == 0) continue;
         if (c->optional) {
             c->enabled = false;
-            printf (
-                "[up] %s is not built (looked in %s and %s/../%s); going on without it\n",
-                c->bin, self->bin_dir, self->bin_dir, c->tree);
+            s_say (self,
+                   "%s is not built (looked in %s and %s/../%s); going on without it",
+                   c->bin, self->bin_dir, self->bin_dir, c->tree);
             continue;
         }
         fprintf (stderr,
@@ -1151,7 +1128,7 @@ static int s_setup (up_t *self)
                {cfg->worker_ep, "WORKER"},   {cfg->events_ep, "EVENTS"},
                {cfg->monitor_ep, "MONITOR"}, {cfg->monitor_in_ep, "MONITOR_IN"}};
     for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++)
-        if (s_endpoint_open (eps[i].ep) == 1) {
+        if (cli_endpoint_open (eps[i].ep) == 1) {
             fprintf (stderr,
                      "corral up: something already listens on %s: another Corral stack?  "
                      "Stop it, or move this one with CORRAL_%s_ENDPOINT\n",
@@ -1160,7 +1137,7 @@ static int s_setup (up_t *self)
         }
     char gw_ep[300];
     snprintf (gw_ep, sizeof gw_ep, "tcp://%s", self->http + strlen ("http://"));
-    if (!strncmp (self->http, "http://", 7) && s_endpoint_open (gw_ep) == 1) {
+    if (!strncmp (self->http, "http://", 7) && cli_endpoint_open (gw_ep) == 1) {
         fprintf (stderr,
                  "corral up: something already listens on %s: another gateway?  Stop it, "
                  "or choose another address with CORRAL_LISTEN=127.0.0.1:PORT\n",
