@@ -76,6 +76,15 @@ static void comm_of (pid_t pid, char *out, size_t outlen)
     }
 }
 
+typedef struct {
+    pid_t pid, pgrp;
+    bool group;
+    char comm[32];
+    char mark[WRK_MARK_MAX];
+} orphan_t;
+
+#define SWEEP_MAX 4096 //  orphans handled in one sweep (the next gets the rest)
+
 void wrk_orphans_sweep (wrk_server_t *self, int64_t now)
 {
     if (now < self->sweep_next_ms) return;
@@ -83,34 +92,44 @@ void wrk_orphans_sweep (wrk_server_t *self, int64_t now)
     self->sweep_next_ms = every > 0 ? now + every : INT64_MAX; //  0: at start only
     if (wrk_procs_scan (&self->procs, "/proc")) return;
     pid_t me = getpid ();
-    size_t killed = 0;
-    for (size_t i = 0; i < self->procs.count; i++) {
+    orphan_t *found = NULL;
+    size_t n = 0;
+    //  First find them all, then kill: a group's kill turns its other
+    //  members into zombies, whose environment can no longer be read.
+    for (size_t i = 0; i < self->procs.count && n < SWEEP_MAX; i++) {
         const wrk_proc_t *p = &self->procs.items[i];
-        if (p->pid == me) continue;
         char mark[WRK_MARK_MAX];
-        if (wrk_mark_read ("/proc", p->pid, mark, sizeof mark) != 1) continue;
+        if (p->pid == me || wrk_mark_read ("/proc", p->pid, mark, sizeof mark) != 1)
+            continue;
         if (strcmp (mark, self->mark) == 0 || owner_alive (mark)) continue;
+        if (!found && !(found = calloc (SWEEP_MAX, sizeof *found))) return;
+        orphan_t *o = &found[n++];
+        o->pid = p->pid;
+        o->pgrp = p->pgrp;
+        snprintf (o->mark, sizeof o->mark, "%s", mark);
+        comm_of (p->pid, o->comm, sizeof o->comm);
         //  The group too, but only when its leader is an orphan of the same
-        //  dead worker (or gone: a group outlives its leader).
-        bool group = false;
-        if (p->pgrp > 1 && p->pgrp != p->pid) {
+        //  dead worker, or gone (a group outlives its leader), so no group
+        //  of anyone else is hit.
+        if (p->pgrp == p->pid)
+            o->group = true;
+        else if (p->pgrp > 1) {
             char lead[WRK_MARK_MAX];
-            const wrk_proc_t *leader = wrk_procs_find (&self->procs, p->pgrp);
-            group =
-                !leader || (wrk_mark_read ("/proc", p->pgrp, lead, sizeof lead) == 1 &&
-                            strcmp (lead, mark) == 0);
-        } else
-            group = p->pgrp == p->pid;
-        char comm[64];
-        comm_of (p->pid, comm, sizeof comm);
-        if (group) kill (-p->pgrp, SIGKILL);
-        if (kill (p->pid, SIGKILL) != 0) continue; //  gone meanwhile
-        killed++;
+            o->group = !wrk_procs_find (&self->procs, p->pgrp) ||
+                       (wrk_mark_read ("/proc", p->pgrp, lead, sizeof lead) == 1 &&
+                        strcmp (lead, mark) == 0);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        orphan_t *o = &found[i];
+        if (o->group) kill (-o->pgrp, SIGKILL);
+        kill (o->pid, SIGKILL);
         self->orphans_killed++;
         cm_warn (
             "killed orphan pid %d (%s, group %d) left by dead worker %s; %llu in all",
-            (int)p->pid, comm[0] ? comm : "?", (int)p->pgrp, mark,
+            (int)o->pid, o->comm[0] ? o->comm : "?", (int)o->pgrp, o->mark,
             (unsigned long long)self->orphans_killed);
     }
-    if (killed) cm_info ("orphan sweep: %zu process(es) of dead workers killed", killed);
+    if (n) cm_info ("orphan sweep: %zu process(es) of dead workers killed", n);
+    free (found);
 }
