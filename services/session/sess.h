@@ -63,6 +63,7 @@ typedef struct {
     char *data_dir;
     char *roots; //  colon-separated
     char *client_endpoint, *worker_endpoint, *events_endpoint, *store_endpoint;
+    char *monitor_in; //  corral-monitor's heartbeat input (PUB, connect)
     char *default_backend, *default_model, *default_mode;
     int64_t max_sessions, max_sessions_per_tenant, max_turns;
     int64_t permission_timeout_ms;
@@ -156,6 +157,23 @@ struct sess_session {
     uint8_t topic_len;
 };
 
+/* ---- statistics for the heartbeat (sess_stats.c) ----------------- */
+
+#define SESS_STATS_REASONS 16 //  stop reasons counted apart; the rest are "other"
+
+typedef struct {
+    uint64_t turns_started; //  prompts accepted as turns
+    uint64_t events;        //  events acknowledged by the store and published
+    char reasons[SESS_STATS_REASONS][32];
+    uint64_t finished[SESS_STATS_REASONS + 1]; //  by reason; the last is "other"
+} sess_stats_t;
+
+void sess_stats_turn_started (sess_server_t *self);
+void sess_stats_turn_finished (sess_server_t *self, const char *stop_reason);
+//  proto_beat fill callback (arg: the sess_server_t): docs/monitor.md.
+struct proto_beat;
+void sess_stats_fill (struct proto_beat *beat, void *arg);
+
 /* ---- the server ------------------------------------------------- */
 
 typedef void (*sess_store_cb) (sess_server_t *self, void *arg, int rc,
@@ -172,7 +190,9 @@ struct sess_server {
     uint64_t store_corr;
     sess_worker_t *workers;
     uint64_t turns_running;
-    uint64_t sessions_open; //  not closed, counted at start and kept up
+    uint64_t sessions_open;  //  not closed, counted at start and kept up
+    sess_stats_t stats;      //  counters for the heartbeat (sess_stats.c)
+    struct proto_beat *beat; //  heartbeat to corral-monitor
     proto_buf_t buf;        //  scratch for encoding
     proto_msg_t msg;        //  scratch for decoding incoming messages
     proto_msg_t evmsg;      //  scratch for decoding workers' events

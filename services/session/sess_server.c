@@ -11,6 +11,7 @@
 #include "cm_stop.h"
 #include "cm_time.h"
 #include "cm_zmq.h"
+#include "proto_beat.h"
 #include "sess.h"
 
 #define DRAIN_MAX 1024 //  messages read from one socket per pass
@@ -190,6 +191,7 @@ int sess_server_run (sess_config_t *cfg)
              cfg->client_endpoint, cfg->worker_endpoint, cfg->events_endpoint,
              cfg->store_endpoint, self->roots[0], self->nroots > 1 ? " …" : "");
     sess_startup_scan (self);
+    self->beat = proto_beat_new (cfg->monitor_in, "session", NULL);
 
     int64_t last_tick = cm_mono_ms (), last_beat = last_tick;
     while (!cm_stop_requested ()) {
@@ -206,6 +208,7 @@ int sess_server_run (sess_config_t *cfg)
         if (items[1].revents & ZMQ_POLLIN) on_worker (self);
         if (items[0].revents & ZMQ_POLLIN) on_client (self);
         int64_t now = cm_mono_ms ();
+        if (self->beat) proto_beat_tick (self->beat, now, sess_stats_fill, self);
         if (now - last_tick >= 100) {
             last_tick = now;
             sess_store_tick (self, now);
@@ -235,6 +238,7 @@ done:
     cm_zmq_close (&self->worker);
     cm_zmq_close (&self->pub);
     cm_zmq_close (&self->store);
+    proto_beat_destroy (&self->beat);
     for (size_t i = 0; i < self->nroots; i++) free (self->roots[i]);
     proto_msg_fini (&self->msg);
     proto_msg_fini (&self->evmsg);

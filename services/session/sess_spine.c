@@ -239,6 +239,7 @@ static void on_appended (sess_server_t *self, void *arg, int rc, proto_msg_t *re
         if (!s->queue) s->queue_tail = NULL;
         s->queued--;
         publish (self, s, e); //  e belongs to ZeroMQ now
+        self->stats.events++;
     }
     if (last > s->acked_seq)
         s->acked_seq = s->rec.last_seq = last; //  readers see the acknowledged head

@@ -74,6 +74,7 @@ void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_rea
         t->worker = NULL;
     }
     if (self->turns_running) self->turns_running--;
+    sess_stats_turn_finished (self, stop_reason);
     sess_perm_cancel (self, s, "cancelled");
     cm_map_remove (self->turns, t->id.b);
 
@@ -261,6 +262,7 @@ void sess_turn_prompt (sess_server_t *self, sess_session_t *s, const sess_peer_t
         return;
     }
     self->turns_running++;
+    sess_stats_turn_started (self);
     s->rec.last_turn = t->id;
     sess_dup_str (&s->rec.last_idem, req->idem);
     sess_dup_str (&s->rec.last_stop, NULL);
