@@ -57,6 +57,9 @@ static const cm_cfg_opt_t s_opts[] = {
     OPT ("orphan-sweep", CM_CFG_MS, orphan_sweep_ms, "10s",
          "how often processes left by dead workers are looked for; 0 = only at start", 0,
          3600000, NULL, false),
+    OPT ("monitor-in-endpoint", CM_CFG_ENDPOINT, monitor_in, "tcp://127.0.0.1:7705",
+         "corral-monitor's heartbeat input (PUB, connect; a missing monitor is fine)", 0,
+         0, NULL, false),
     OPT ("log-level", CM_CFG_ENUM, log_level, "info", "least severe level logged", 0, 0,
          "debug|info|warn|error", false),
     CM_CFG_END};

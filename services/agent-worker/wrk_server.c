@@ -16,6 +16,7 @@
 #include "cm_stop.h"
 #include "cm_time.h"
 #include "cm_zmq.h"
+#include "proto_beat.h"
 #include "wrk_worker.h"
 
 extern char **environ;
@@ -209,6 +210,8 @@ static int64_t next_timeout (wrk_server_t *self, int64_t now)
     if (self->sock && cm_zmq_readable (self->sock)) return 0;
     if (self->outbox) return 5; //  retry the outbox soon
     int64_t t = self->last_beat_ms + WRK_HEARTBEAT_MS - now;
+    if (self->beat && proto_beat_due_ms (self->beat, now) < t)
+        t = proto_beat_due_ms (self->beat, now);
     if (h >= 0 && h < t) t = h;
     int64_t e = wrk_turns_next_deadline (self);
     if (e != INT64_MAX && e - now < t) t = e - now;
@@ -248,7 +251,9 @@ int wrk_server_run (wrk_config_t *cfg)
         cm_warn ("cannot mark commands; leftovers of this worker will not be found");
     self->tools = wrk_tools_schema ();
     self->http = wrk_http_new (self->epfd);
-    if (!self->prices || !self->tools || !self->http) goto done;
+    self->stats = wrk_stats_new ();
+    if (!self->prices || !self->tools || !self->http || !self->stats) goto done;
+    self->beat = proto_beat_new (cfg->monitor_in, "worker", cfg->worker_id);
     if (wrk_exec_subreaper ())
         cm_warn ("cannot become a subreaper; orphans are not reaped");
     if ((rc = connect_session (self))) goto done;
@@ -283,6 +288,7 @@ int wrk_server_run (wrk_config_t *cfg)
         now = cm_mono_ms ();
         wrk_http_on_timeout (self->http); //  cheap when nothing is due
         wrk_turns_tick (self, now);
+        if (self->beat) proto_beat_tick (self->beat, now, wrk_stats_fill, self);
         if (now - self->last_beat_ms >= WRK_HEARTBEAT_MS) {
             self->last_beat_ms = now;
             every_second (self, now);
@@ -304,6 +310,8 @@ done:
         free (o);
     }
     wrk_http_destroy (&self->http);
+    proto_beat_destroy (&self->beat);
+    wrk_stats_destroy (&self->stats);
     disconnect (self);
     if (self->epfd >= 0) close (self->epfd);
     wrk_prices_destroy (&self->prices);

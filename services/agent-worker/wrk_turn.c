@@ -248,6 +248,7 @@ static int on_delta (void *arg, const wrk_delta_t *d)
     wrk_turn_t *t = arg;
     int rc = wrk_reply_feed (t->reply, d);
     if (rc) return rc;
+    if (!t->first_output) wrk_stats_call_output (t);
     if (d->kind == WRK_DELTA_TEXT && d->text_len) {
         proto_ev_text_t ev = {.text = d->text};
         wrk_send_event (t->server, t, PROTO_EV_AGENT_MESSAGE, &ev);
@@ -264,6 +265,7 @@ static void on_call_done (void *arg, int rc, int status, bool retryable,
     wrk_turn_t *t = arg;
     t->call = NULL;
     if (rc || !wrk_reply_finished (t->reply)) {
+        wrk_stats_call_end (t, false, NULL);
         char text[512];
         snprintf (text, sizeof text, "the model call failed: %s",
                   message && *message ? message : cm_strerror (rc ? rc : CM_E_UPSTREAM));
@@ -274,6 +276,7 @@ static void on_call_done (void *arg, int rc, int status, bool retryable,
     wrk_usage_t u = wrk_reply_usage (t->reply);
     wrk_prices_charge (t->server->prices, t->model, &u);
     wrk_usage_add (&t->usage, &u);
+    wrk_stats_call_end (t, true, &u);
     proto_usage_t pu = {.input_tokens = t->usage.input_tokens,
                         .output_tokens = t->usage.output_tokens,
                         .cache_tokens = t->usage.cache_tokens,
@@ -345,6 +348,7 @@ static void model_call (wrk_turn_t *t)
                           .max_attempts = (int)c->max_attempts,
                           .stall_ms = c->stall_ms};
     t->state = TURN_CALLING;
+    wrk_stats_call_start (t);
     rc = t->reply ? wrk_call_start (self->http, &co, on_delta, on_call_done, t, &t->call)
                   : CM_E_NOMEM;
     free (body);
@@ -400,6 +404,7 @@ static void send_result_event (wrk_turn_t *t, const char *call_id,
 
 static void complete_tool (wrk_turn_t *t, const char *call_id, wrk_tool_result_t *r)
 {
+    wrk_stats_tool_end (t);
     send_result_event (t, call_id, r);
     add_result (t, call_id, r);
     wrk_tool_result_free (r);
@@ -452,6 +457,7 @@ static bool run_tool (wrk_turn_t *t, const wrk_tool_call_t *call)
 {
     wrk_tool_result_t r = {0};
     const wrk_tool_def_t *def = wrk_tool_find (call->name);
+    wrk_stats_tool_start (t, def ? call->name : "unknown");
     if (def && (def->flags & WRK_TOOL_ASYNC)) {
         if (start_command (t, call, &r) == 0) return false;
     } else if (wrk_tool_run (&t->scope, call->name, call->input, &r) != 0)

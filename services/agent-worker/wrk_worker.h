@@ -59,6 +59,7 @@ typedef struct {
     int64_t turn_memory_poll_ms; //  how often the trees are measured
     int64_t orphan_sweep_ms;     //  how often leftovers of dead workers are looked for
     char *log_level;
+    char *monitor_in; //  corral-monitor's heartbeat input (PUB, connect)
 } wrk_config_t;
 
 #define WRK_OUTBOX_MAX (256u << 20) //  bytes waiting for the session socket
@@ -112,6 +113,10 @@ struct wrk_turn {
     bool cancelled;
     uint64_t mem_peak; //  largest RSS measured of the running command's tree
     char *mem_msg;     //  set when the memory limit killed the command
+    //  statistics (wrk_stats.c): the model call and the tool running now
+    uint64_t call_start_ns, tool_start_ns; //  0: none
+    bool first_output;                     //  the call streamed something
+    char tool_name[32];
     wrk_turn_t *next;
 };
 
@@ -134,6 +139,8 @@ struct wrk_server {
     proto_buf_t buf;
     proto_msg_t msg;
     uint64_t orphans_reaped;
+    struct wrk_stats *stats; //  wrk_stats.c
+    struct proto_beat *beat; //  heartbeat to corral-monitor
     //  limits (wrk_memlimit.c, wrk_orphans.c)
     wrk_procs_t procs;       //  scratch snapshot of /proc
     int64_t mem_next_ms;     //  next measurement of command trees
@@ -168,6 +175,21 @@ int wrk_orphans_init (wrk_server_t *self);
 //  Kill processes that dead workers left behind (at start, then every
 //  cfg->orphan_sweep_ms); each is logged and counted in orphans_killed.
 void wrk_orphans_sweep (wrk_server_t *self, int64_t now);
+
+/* ---- wrk_stats.c: statistics for the heartbeat (docs/monitor.md) ---- */
+struct wrk_stats *wrk_stats_new (void);
+void wrk_stats_destroy (struct wrk_stats **self_p);
+//  A model call of t starts / streamed its first output / ended (ok: a
+//  complete reply, whose usage u is counted; u may be NULL when failed).
+void wrk_stats_call_start (wrk_turn_t *t);
+void wrk_stats_call_output (wrk_turn_t *t);
+void wrk_stats_call_end (wrk_turn_t *t, bool ok, const wrk_usage_t *u);
+//  A tool of t starts running / has its result.
+void wrk_stats_tool_start (wrk_turn_t *t, const char *tool);
+void wrk_stats_tool_end (wrk_turn_t *t);
+//  proto_beat fill callback; arg is the wrk_server_t.
+struct proto_beat;
+void wrk_stats_fill (struct proto_beat *beat, void *arg);
 
 /* ---- wrk_turn.c ---- */
 void wrk_turn_start (wrk_server_t *self, const proto_w_turn_t *req);
