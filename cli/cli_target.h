@@ -47,26 +47,26 @@ typedef struct {
 } cli_target_t;
 
 //  The two cm_config rows every client command has: --url and --key.
-//  The URL option is read by cm_config from CORRAL_URL as well; the key's
-//  environment variable (CORRAL_API_KEY) is read by cli_target_resolve,
-//  so the row is named "key" but documented with CORRAL_API_KEY.
-#define CLI_TARGET_OPTS(type, url_field, key_field)                    \
-    {"url",                                                            \
-     CM_CFG_STR,                                                       \
-     offsetof (type, url_field),                                       \
-     NULL,                                                             \
-     "gateway URL, http(s):// or ws(s):// (env CORRAL_URL; default "   \
-     "http://$CORRAL_LISTEN "                                          \
-     "or http://127.0.0.1:8080)",                                      \
-     0,                                                                \
-     0,                                                                \
-     NULL,                                                             \
-     false},                                                           \
-    {                                                                  \
-        "key", CM_CFG_STR, offsetof (type, key_field), NULL,           \
-            "API key (env CORRAL_API_KEY; default: the file "          \
-            "$CORRAL_DATA_DIR/local-api-key that `corral up` writes)", \
-            0, 0, NULL, true                                           \
+//  cm_config reads the URL row from CORRAL_URL and the key row from
+//  CORRAL_KEY; cli_target_resolve adds CORRAL_API_KEY (the name corral up
+//  and the docs use) and the key file.
+#define CLI_TARGET_OPTS(type, url_field, key_field)                         \
+    {"url",                                                                 \
+     CM_CFG_STR,                                                            \
+     offsetof (type, url_field),                                            \
+     NULL,                                                                  \
+     "gateway URL, http(s):// or ws(s):// (env CORRAL_URL; default "        \
+     "http://$CORRAL_LISTEN "                                               \
+     "or http://127.0.0.1:8080)",                                           \
+     0,                                                                     \
+     0,                                                                     \
+     NULL,                                                                  \
+     false},                                                                \
+    {                                                                       \
+        "key", CM_CFG_STR, offsetof (type, key_field), NULL,                \
+            "API key (env CORRAL_API_KEY or CORRAL_KEY; default: the file " \
+            "$CORRAL_DATA_DIR/local-api-key that `corral up` writes)",      \
+            0, 0, NULL, true                                                \
     }
 
 //  Fill t from the flags (NULL = not given), the environment and the key

@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_bin.h"
 #include "cli_target.h"
 #include "cm_config.h"
 
@@ -133,7 +134,7 @@ typedef struct {
     char model_url[256]; //  the scripted model's base URL (learned)
     char model_listen[64];
     const char *provider; //  "fake", "openai", "anthropic"
-    char bin_dir[PATH_MAX];
+    char bin_dir[PATH_MAX - 256];
     bool human, color;
     int name_width;
 } up_t;
@@ -218,22 +219,6 @@ static void s_describe_status (int status, char *out, size_t outlen)
                   strsignal (WTERMSIG (status)));
     else
         snprintf (out, outlen, "stopped (status %d)", status);
-}
-
-/* ---- finding binaries ------------------------------------------------------ */
-
-static int s_find_binary (up_t *self, child_t *c)
-{
-    char cand[PATH_MAX];
-    int n = snprintf (cand, sizeof cand, "%s/%s", self->bin_dir, c->bin);
-    if (n > 0 && (size_t)n < sizeof cand && access (cand, X_OK) == 0 &&
-        realpath (cand, c->path))
-        return 0;
-    n = snprintf (cand, sizeof cand, "%s/../%s", self->bin_dir, c->tree);
-    if (n > 0 && (size_t)n < sizeof cand && access (cand, X_OK) == 0 &&
-        realpath (cand, c->path))
-        return 0;
-    return -1;
 }
 
 /* ---- printing a service's lines ------------------------------------------- */
@@ -1087,22 +1072,16 @@ static int s_setup (up_t *self)
     snprintf (self->ws, sizeof self->ws, "ws%s/acp", self->http + 4); //  http.. -> ws..
 
     //  The binaries.
-    char me[PATH_MAX];
-    ssize_t n = readlink ("/proc/self/exe", me, sizeof me - 1);
-    if (n <= 0) {
+    if (cli_bin_dir (self->bin_dir, sizeof self->bin_dir)) {
         fprintf (stderr, "corral up: cannot find my own binary: %s\n", strerror (errno));
         return CLI_FAIL;
     }
-    me[n] = 0;
-    char *slash = strrchr (me, '/');
-    *slash = 0;
-    snprintf (self->bin_dir, sizeof self->bin_dir, "%s", me);
     for (int i = 0; i < K_N; i++) {
         child_t *c = &self->c[i];
         c->fd = -1;
         c->enabled = !(i == K_MODEL && strcmp (self->provider, "fake"));
         if (!c->enabled) continue;
-        if (s_find_binary (self, c) == 0) continue;
+        if (cli_bin_find (c->bin, c->tree, c->path, sizeof c->path) == 0) continue;
         if (c->optional) {
             c->enabled = false;
             s_say (self,
