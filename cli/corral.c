@@ -15,6 +15,10 @@ typedef struct {
 
 static const command_t s_commands[] = {
     {"acp", cli_acp, "stdio <-> WebSocket bridge: use the gateway as an editor's ACP agent"},
+    {"up", cli_up, "run the whole local stack in the foreground"},
+    {"sessions", cli_sessions, "list, show and close sessions (REST)"},
+    {"keys", cli_keys, "create, list and revoke API keys (runs corral-keys)"},
+    {"tap", cli_tap, "print every event on the bus as JSON lines (debugging)"},
     {NULL, NULL, NULL},
 };
 
