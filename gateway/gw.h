@@ -245,6 +245,8 @@ struct gw_key {
     gw_auth_state_t state; //  PENDING, OK or BAD
     char tenant[GW_TENANT_MAX];
     bool admin;
+    cm_uuid_t id;                          //  the key record's id (safe to show)
+    uint64_t budget_tokens, budget_micros; //  sent with prompts (docs/limits.md)
     int64_t checked_ms;
     bool refreshing;
     gw_bucket_t bucket;

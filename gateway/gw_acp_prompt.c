@@ -101,6 +101,11 @@ static void send_prompt (gw_server_t *self, gw_conn_t *conn, ctx_t *c)
                                   .idem = c->idem,
                                   .prompt = c->text,
                                   .conn = conn_text};
+    if (conn->key) { //  the key's usage and budgets (sess_budget.c)
+        req.key = conn->key->id;
+        req.key_budget_tokens = conn->key->budget_tokens;
+        req.key_budget_micros = conn->key->budget_micros;
+    }
     if (gw_call_session (self, PROTO_SESSION_PROMPT, &req, GW_PROMPT_TIMEOUT_MS,
                          on_prompted, c)) {
         gw_acp_ctx_free (c);

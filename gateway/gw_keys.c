@@ -75,6 +75,9 @@ static void on_key (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
         key->state = GW_AUTH_OK;
         snprintf (key->tenant, sizeof key->tenant, "%s", r->key->tenant);
         key->admin = r->key->admin;
+        key->id = r->key->id;
+        key->budget_tokens = r->key->budget_tokens;
+        key->budget_micros = r->key->budget_micros;
         key->checked_ms = cm_mono_ms ();
     } else {
         key->state = GW_AUTH_BAD;

@@ -14,6 +14,7 @@
 #include "cm_id.h"
 #include "cm_log.h"
 #include "cm_time.h"
+#include "cm_usd.h"
 #include "cm_zmq.h"
 #include "gw_auth.h"
 #include "proto_rpc.h"
@@ -29,7 +30,10 @@ typedef struct {
     char *endpoint, *tenant, *name, *log_level;
     int64_t timeout;
     bool admin;
-    bool from_env; //  create: install $CORRAL_API_KEY instead of a new key
+    bool from_env;         //  create: install $CORRAL_API_KEY instead of a new key
+    int64_t budget_tokens; //  create: the key's budgets (docs/limits.md)
+    char *budget_usd;
+    int64_t budget_micros; //  budget_usd parsed
 } config_t;
 
 #define OPT(name, type, field, def, help, min, max, choices)                        \
@@ -52,6 +56,12 @@ static const cm_cfg_opt_t s_create_opts[] = {
     OPT ("name", CM_CFG_STR, name, NULL, "a label for people", 0, 0, NULL),
     OPT ("admin", CM_CFG_BOOL, admin, "false", "may manage keys and see all tenants", 0,
          0, NULL),
+    OPT ("budget-tokens", CM_CFG_INT, budget_tokens, "0",
+         "tokens (input + output) all turns this key prompts may use; 0 = no limit", 0,
+         INT64_MAX, NULL),
+    OPT ("budget-usd", CM_CFG_STR, budget_usd, NULL,
+         "cost in US dollars all turns this key prompts may reach, e.g. 5.00", 0, 0,
+         NULL),
     OPT ("from-env", CM_CFG_BOOL, from_env, "false",
          "install the key in $CORRAL_API_KEY instead of making one (corral up)", 0, 0,
          NULL),
@@ -78,7 +88,8 @@ static void s_usage (FILE *out)
              "Manage Corral API keys directly in corral-store.\n"
              "\n"
              "Commands:\n"
-             "  create --tenant T [--name N] [--admin]\n"
+             "  create --tenant T [--name N] [--admin] [--budget-tokens N] "
+             "[--budget-usd X]\n"
              "        Make a key; print it ONCE on stdout ('key: ...', 'id: ...').\n"
              "        Only its SHA-256 is stored: a lost key cannot be shown again.\n"
              "        --from-env: install $CORRAL_API_KEY instead (prints 'id: ...';\n"
@@ -219,7 +230,9 @@ static int s_install (proto_rpc_t *rpc, const config_t *cfg)
                                .tenant = cfg->tenant,
                                .name = cfg->name,
                                .admin = cfg->admin,
-                               .created_ms = cm_time_ms ()};
+                               .created_ms = cm_time_ms (),
+                               .budget_tokens = (uint64_t)cfg->budget_tokens,
+                               .budget_micros = (uint64_t)cfg->budget_micros};
         cm_uuid7 (&rec.id);
         proto_key_put_t put = {.key = &rec};
         proto_msg_t put_reply;
@@ -264,7 +277,9 @@ static int s_create (proto_rpc_t *rpc, const config_t *cfg)
                            .tenant = cfg->tenant,
                            .name = cfg->name,
                            .admin = cfg->admin,
-                           .created_ms = cm_time_ms ()};
+                           .created_ms = cm_time_ms (),
+                           .budget_tokens = (uint64_t)cfg->budget_tokens,
+                           .budget_micros = (uint64_t)cfg->budget_micros};
     cm_uuid7 (&rec.id);
     proto_key_put_t put = {.key = &rec};
     proto_msg_t reply;
@@ -425,6 +440,14 @@ int main (int argc, char **argv)
     if (rc == CM_CONFIG_HELP) return EXIT_OK;
     if (rc) {
         fprintf (stderr, "corral-keys: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (cm_usd_parse (cfg.budget_usd, &cfg.budget_micros)) {
+        fprintf (stderr,
+                 "corral-keys: --budget-usd '%s' is not an amount of US dollars (e.g. "
+                 "5.00, at most 6 decimals)\n",
+                 cfg.budget_usd);
+        cm_config_free (opts, &cfg);
         return EXIT_USAGE;
     }
     cm_log_level_t level = CM_LOG_WARN;

@@ -161,6 +161,11 @@ void wrk_stats_fill (proto_beat_t *beat, void *arg)
     proto_beat_add (beat, "corral_worker_turns_running", NULL, (double)self->nturns);
     proto_beat_add (beat, "corral_worker_orphans_reaped_total", NULL,
                     (double)self->orphans_reaped);
+    //  docs/limits.md
+    proto_beat_add (beat, "corral_worker_orphans_killed_total", NULL,
+                    (double)self->orphans_killed);
+    proto_beat_add (beat, "corral_worker_memory_kills_total", NULL,
+                    (double)self->mem_kills);
     size_t outbox = 0;
     for (const wrk_out_t *o = self->outbox; o; o = o->next) outbox++;
     proto_beat_addv (beat, "corral_queue_depth", (double)outbox, "queue", "worker_outbox",

@@ -48,6 +48,12 @@ static const cm_cfg_opt_t s_opts[] = {
          "a policy close (max duration) lets a running turn finish this long, then "
          "cancels it",
          0, 86400000, NULL),
+    OPT ("session-budget-tokens", CM_CFG_INT, budget_tokens, "0",
+         "tokens (input + output) one session may use over all its turns; 0 = no limit",
+         0, INT64_MAX, NULL),
+    OPT ("session-budget-usd", CM_CFG_STR, budget_usd, NULL,
+         "cost in US dollars one session may reach, e.g. 0.50; unset = no limit", 0, 0,
+         NULL),
     OPT ("log-level", CM_CFG_ENUM, log_level, "info", "least severe level logged", 0, 0,
          "debug|info|warn|error"),
     CM_CFG_END};
@@ -62,6 +68,14 @@ int main (int argc, char **argv)
     if (rc == CM_CONFIG_HELP) return 0;
     if (rc) {
         fprintf (stderr, "corral-session: %s\n", err);
+        return 2;
+    }
+    if (sess_budget_parse_usd (cfg.budget_usd, &cfg.budget_micros)) {
+        fprintf (stderr,
+                 "corral-session: --session-budget-usd '%s' is not an amount of US "
+                 "dollars (e.g. 0.50, at most 6 decimals)\n",
+                 cfg.budget_usd);
+        cm_config_free (s_opts, &cfg);
         return 2;
     }
     cm_log_level_t level = CM_LOG_INFO;

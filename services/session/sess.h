@@ -67,6 +67,9 @@ typedef struct {
     char *default_backend, *default_model, *default_mode;
     int64_t max_sessions, max_sessions_per_tenant, max_turns;
     int64_t permission_timeout_ms;
+    int64_t budget_tokens;  //  per session, 0 = none (sess_budget.c)
+    char *budget_usd;       //  per session, dollars as text ("0.50"), parsed into:
+    int64_t budget_micros;  //  0 = none
     int64_t close_grace_ms; //  a policy close waits this long for a running turn
     char *log_level;
 } sess_config_t;
@@ -103,6 +106,14 @@ typedef enum {
     TURN_ENDING,  //  final event emitted, waiting for its ack
 } sess_turn_state_t;
 
+//  A turn's budgets and what a budget did to it (sess_budget.c).
+typedef struct {
+    cm_uuid_t key; //  the API key that prompted it, when has_key
+    bool has_key;
+    uint64_t key_tokens, key_micros; //  that key's budgets; 0 = none
+    char *stop;                      //  set when a budget stopped the turn: why
+} sess_turn_budget_t;
+
 typedef struct {
     sess_turn_state_t state;
     cm_uuid_t id;
@@ -127,6 +138,7 @@ typedef struct {
     int64_t code;
     char *message;
     uint64_t end_seq;
+    sess_turn_budget_t budget;
 } sess_turn_t;
 
 /* ---- sessions --------------------------------------------------- */
@@ -193,11 +205,12 @@ struct sess_server {
     uint64_t sessions_open;  //  not closed, counted at start and kept up
     sess_stats_t stats;      //  counters for the heartbeat (sess_stats.c)
     struct proto_beat *beat; //  heartbeat to corral-monitor
-    proto_buf_t buf;        //  scratch for encoding
-    proto_msg_t msg;        //  scratch for decoding incoming messages
-    proto_msg_t evmsg;      //  scratch for decoding workers' events
-    proto_buf_t store_buf;  //  scratch for encoding store requests
+    proto_buf_t buf;         //  scratch for encoding
+    proto_msg_t msg;         //  scratch for decoding incoming messages
+    proto_msg_t evmsg;       //  scratch for decoding workers' events
+    proto_buf_t store_buf;   //  scratch for encoding store requests
     int64_t last_tick_ms;
+    struct sess_budget *budget; //  sess_budget.c's key usage, NULL until used
     bool ready;                 //  startup scan finished
     struct sess_policy *policy; //  sess_policy.c's state, NULL until used
 };
@@ -290,6 +303,39 @@ void sess_perm_answer (sess_server_t *self, sess_session_t *s, const sess_peer_t
 void sess_perm_tick (sess_server_t *self, sess_session_t *s, int64_t now);
 //  Drop a pending request as cancelled (turn ended).
 void sess_perm_cancel (sess_server_t *self, sess_session_t *s, const char *outcome);
+
+/* ---- sess_budget.c ---------------------------------------------- */
+//  Dollars as text ("0.5", "$12.25", "" = none) into micro-dollars.
+//  Returns 0 or CM_E_INVALID (not a number, over $1e9, finer than 1e-6).
+int sess_budget_parse_usd (const char *text, int64_t *micros);
+//  Tokens a usage counts against a budget: input + output.
+uint64_t sess_budget_tokens (const proto_usage_t *u);
+//  Whether used reaches a budget (0 = none); if so, 1 and a message for a
+//  person in msg ("budget exceeded: this session used 10 512 of its 10 000
+//  tokens; ...").  whose: "session" or "key"; during: a running turn.
+int sess_budget_over (const proto_usage_t *used, uint64_t budget_tokens,
+                      uint64_t budget_micros, const char *whose, bool during, char *msg,
+                      size_t msglen);
+//  Before a prompt starts a turn: a spent session or key budget refuses it
+//  (CM_E_BUDGET, answered here: returns true); a key whose usage is not
+//  known yet has it read, and the prompt is dispatched again then (true).
+bool sess_budget_before_prompt (sess_server_t *self, sess_session_t *s,
+                                const sess_peer_t *peer,
+                                const proto_session_prompt_t *req);
+//  A new turn takes its prompt's key and the key's budgets.
+void sess_budget_turn_start (sess_server_t *self, sess_session_t *s,
+                             const proto_session_prompt_t *req);
+//  A usage_update of the running turn (its usage so far): past a budget,
+//  an EV_POLICY (budget, cancel) and the turn is cancelled.
+void sess_budget_on_usage (sess_server_t *self, sess_session_t *s,
+                           const proto_usage_t *so_far);
+//  A turn's final usage: added to its key's lifetime usage (store + memory).
+void sess_budget_on_turn_usage (sess_server_t *self, sess_session_t *s,
+                                const proto_usage_t *u);
+//  A turn a budget stopped ends failed/CM_E_BUDGET with its message.
+void sess_budget_outcome (sess_session_t *s, const char **stop_reason, int64_t *code,
+                          const char **message, bool *retryable);
+void sess_budget_fini (sess_server_t *self);
 
 /* ---- sess_policy.c ---------------------------------------------- */
 //  A monitor-family request on the client socket (monitor.action,

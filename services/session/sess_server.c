@@ -224,6 +224,7 @@ int sess_server_run (sess_config_t *cfg)
     rc = 0;
 done:
     sess_policy_fini (self);
+    sess_budget_fini (self);
     sess_workers_fini (self);
     if (self->sessions) {
         size_t pos = 0;

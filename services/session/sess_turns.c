@@ -40,6 +40,7 @@ void sess_turn_clear (sess_turn_t *t)
     free (t->stop_reason);
     free (t->message);
     free (t->cancel_why);
+    free (t->budget.stop);
     memset (t, 0, sizeof *t);
 }
 
@@ -69,6 +70,7 @@ void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_rea
 {
     sess_turn_t *t = &s->turn;
     if (t->state == TURN_NONE || t->state == TURN_ENDING) return;
+    sess_budget_outcome (s, &stop_reason, &code, &message, &retryable);
     if (t->worker) {
         if (t->worker->active) t->worker->active--;
         t->worker = NULL;
@@ -237,6 +239,7 @@ void sess_turn_prompt (sess_server_t *self, sess_session_t *s, const sess_peer_t
         sess_reply (self, peer, PROTO_PROMPT_REPLY, &out);
         return;
     }
+    if (sess_budget_before_prompt (self, s, peer, req)) return;
     if ((int64_t)self->turns_running >= self->cfg->max_turns) {
         sess_reply_error (self, peer, CM_E_CAPACITY,
                           "the server runs its maximum number of turns; retry shortly");
@@ -256,6 +259,7 @@ void sess_turn_prompt (sess_server_t *self, sess_session_t *s, const sess_peer_t
     t->requesters[0] = *peer;
     t->nrequesters = 1;
     t->state = TURN_WAITING;
+    sess_budget_turn_start (self, s, req);
     if (!t->idem || !t->prompt || cm_map_put (self->turns, t->id.b, s)) {
         sess_turn_clear (t);
         sess_reply_error (self, peer, CM_E_NOMEM, NULL);
@@ -346,6 +350,7 @@ static void on_saved (sess_server_t *self, void *arg, int rc, proto_msg_t *reply
 static void add_usage (sess_server_t *self, sess_session_t *s, const proto_usage_t *u)
 {
     if (!u) return;
+    sess_budget_on_turn_usage (self, s, u);
     proto_usage_t *tot = s->rec.usage;
     if (tot) {
         tot->input_tokens += u->input_tokens;
@@ -424,6 +429,8 @@ void sess_turn_on_worker (sess_server_t *self, sess_worker_t *w, proto_msg_t *ms
         sess_emit_encoded (self, s, turn, ev->event.data, ev->event.size, &err);
         if (err)
             cm_warn ("dropped an event from worker %s: %s", w->name, cm_strerror (err));
+        else if (self->evmsg.type == PROTO_EV_USAGE)
+            sess_budget_on_usage (self, s, proto_body (&self->evmsg, ev_usage)->usage);
         return;
     }
     case PROTO_W_PERMISSION_REQUEST:

@@ -19,6 +19,7 @@ usage: test_limits.py <corral-store> <corral-session> <corral-worker> <corral-fa
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,7 @@ from corral_bus import *  # noqa: F401,F403
 EV_TOOL_UPDATE, EV_USAGE, EV_POLICY = 207, 209, 214
 E_MEMORY_LIMIT, E_BUDGET = -29, -30
 ALLOC = "python3 -c \"import time; a = b'x' * (300 << 20); time.sleep(60)\""
-SESSION_ARGS = []
+SESSION_ARGS = ["--session-budget-tokens", "2500"]
 SLEEPS = "sleep 313 & sleep 314; echo never"
 
 
@@ -43,18 +44,22 @@ def script():
     usage = lambda i, o: {"usage": {"input": i, "output": o}}  # noqa: E731
     return {"rules": [
         {"name": "alloc", "match": "allocate",
-         "responses": [[call("run_command", command=ALLOC)], [t("allocated")]]},
+         "responses": [[call("run_command", command=ALLOC), usage(10, 5)],
+                       [t("allocated"), usage(10, 5)]]},
         {"name": "sleeps", "match": "sleepers",
-         "responses": [[call("run_command", command=SLEEPS)], [t("slept")]]},
+         "responses": [[call("run_command", command=SLEEPS), usage(10, 5)],
+                       [t("slept"), usage(10, 5)]]},
         # Each model call reports 600 + 400 = 1000 tokens.
         {"name": "spend", "match": "spend",
          "responses": [[t("spent"), usage(600, 400)]]},
-        # Three model calls of 1000 tokens each (two tool rounds).
+        # Model calls of 1000 tokens each, then a slow one that a budget
+        # stop must cut short.
         {"name": "loop", "match": "loop",
          "responses": [[call("list_dir", path="."), usage(600, 400)],
                        [call("list_dir", path="."), usage(600, 400)],
-                       [t("looped"), usage(600, 400)]]},
-        {"name": "default", "match": "*", "responses": [[t("hello")]]},
+                       [call("list_dir", path="."), usage(600, 400)],
+                       [{"pause_ms": 8000}, {"text": "never seen"}, usage(600, 400)]]},
+        {"name": "default", "match": "*", "responses": [[t("hello"), usage(10, 5)]]},
     ]}
 
 
@@ -101,7 +106,9 @@ def main():
         base = fake.stdout.readline().decode().split()[-1]
         worker_args = ["--openai-base-url", base + "/v1", "--openai-api-key", "k",
                        "--turn-memory-limit", "64M", "--turn-memory-poll", "100ms",
-                       "--orphan-sweep", "500ms"]
+                       "--orphan-sweep", "500ms", "--prices", tmp + "/prices.json"]
+        with open(tmp + "/prices.json", "w") as f:
+            json.dump({"*": {"input": 1, "output": 1}}, f)  # 1000 tokens = $0.001
         svc.start("store")
         svc.start("session", SESSION_ARGS)
         svc.start("worker1", worker_args)
@@ -210,6 +217,96 @@ def main():
         check(len(lines) == 2 and all("left by dead worker" in x["msg"] for x in lines),
               "each orphan is recorded in the worker's log")
         check(any("2 in all" in x["msg"] for x in lines), "and counted")
+
+        # ---------------------------------------------------------------- budgets
+        E = E_BUDGET
+
+        def refused(r, pattern, what):
+            check(r[1] == ERROR and r[3]["code"] == E, "%s is refused before a turn (%s)"
+                  % (what, r[3]))
+            check(re.fullmatch(pattern, r[3]["message"]) is not None,
+                  "with a clear message: %s" % r[3]["message"])
+
+        def stopped(r, sid, pattern, what):
+            check(r[1] == PROMPT_REPLY and r[3]["stop_reason"] == "failed"
+                  and r[3].get("code") == E, "%s: the turn is stopped failed/budget (%s)"
+                  % (what, r[3]))
+            check(re.fullmatch(pattern, r[3].get("message", "")) is not None,
+                  "with a clear message: %s" % r[3].get("message"))
+            pol = [p for p in events_of(sid, EV_POLICY) if p["policy"] == "budget"]
+            check(pol and pol[-1]["action"] == "cancel" and pol[-1]["message"] == r[3]["message"],
+                  "a policy event (budget, cancel) says so")
+
+        # Per session (corral-session --session-budget-tokens 2500): a turn
+        # of 1000-token model calls is stopped at the third.
+        a = new_session("bud-session")["id"]
+        t0 = time.time()
+        r = run(a, "loop through it", timeout=30)
+        stopped(r, a, r"budget exceeded during the turn: this session used 3 0\d\d of its "
+                r"2 500 tokens; the turn was stopped; raise the budget or start a new session",
+                "session budget")
+        check(time.time() - t0 < 8, "before the slow fourth call ran out (%.1f s)"
+              % (time.time() - t0))
+        texts = "".join(e[3].get("text", "") for e in seen
+                        if e[1] == EV_AGENT_MESSAGE and e[3]["session"] == a)
+        check("never seen" not in texts, "the call after the stop streamed nothing")
+        r = run(a, "hello")
+        refused(r, r"budget exceeded: this session used 3 0\d\d of its 2 500 tokens; raise "
+                r"the budget or start a new session", "the next prompt of that session")
+        r = run(new_session("bud-other")["id"], "hello")
+        check(r[1] == PROMPT_REPLY and r[3]["stop_reason"] == "end_turn",
+              "another session is not affected")
+
+        # Per key, tokens: 1500 for the key's turns in every session.
+        key1 = uuid.uuid4().bytes
+        k1 = {"key": key1, "key_budget_tokens": 1500}
+        b = new_session("bud-key")["id"]
+        r = run(b, "spend some", extra=k1)
+        check(r[3]["stop_reason"] == "end_turn", "a key's first turn (1000 tokens) runs")
+        r = run(b, "spend more", extra=k1)
+        stopped(r, b, r"budget exceeded during the turn: this API key used 2 0\d\d of its "
+                r"1 500 tokens; the turn was stopped; raise the key's budget or use another "
+                r"key", "key budget")
+        c = new_session("bud-key-2")["id"]
+        key_msg = (r"budget exceeded: this API key used 2 0\d\d of its 1 500 tokens; raise "
+                   r"the key's budget or use another key")
+        refused(run(c, "hello", extra=k1), key_msg, "the key's prompt in another session")
+        r = run(c, "hello", extra={"key": uuid.uuid4().bytes, "key_budget_tokens": 1500})
+        check(r[1] == PROMPT_REPLY and r[3]["stop_reason"] == "end_turn",
+              "another key works in that session")
+
+        # Per key, cost: $0.0015 at $1 per million tokens.
+        key2 = uuid.uuid4().bytes
+        k2 = {"key": key2, "key_budget_micros": 1500}
+        d = new_session("bud-cost")["id"]
+        check(run(d, "spend", extra=k2)[3]["stop_reason"] == "end_turn", "a $0.001 turn runs")
+        stopped(run(d, "spend", extra=k2), d,
+                r"budget exceeded during the turn: this API key cost \$0\.002\d* of its "
+                r"\$0\.0015 budget; the turn was stopped; raise the key's budget or use "
+                r"another key", "cost budget")
+        cost_msg = (r"budget exceeded: this API key cost \$0\.002\d* of its \$0\.0015 "
+                    r"budget; raise the key's budget or use another key")
+        refused(run(d, "hello", extra=k2), cost_msg, "the cost key's next prompt")
+
+        # A key's usage survives a restart of corral-session (it is in the
+        # store), and a session's with its record.
+        svc.kill("session")
+        svc.start("session", SESSION_ARGS)
+        client = Client(svc.ep["client"])
+        time.sleep(3.5)  # the worker notices the new session service
+        deadline = time.time() + 15
+        while True:
+            r = run(c, "hello", extra=k1)
+            if r[1] != ERROR or r[3]["code"] != -24 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        refused(r, key_msg, "after a restart, the spent key")
+        refused(run(a, "hello"), r"budget exceeded: this session used 3 0\d\d of its 2 500 "
+                r"tokens; raise the budget or start a new session",
+                "after a restart, the spent session")
+        r = run(c, "hello")
+        check(r[1] == PROMPT_REPLY and r[3]["stop_reason"] == "end_turn",
+              "and a prompt without a spent budget still runs")
 
         ok = True
         print("PASS")
