@@ -73,6 +73,8 @@ typedef struct gw_key gw_key_t;
 typedef struct {
     char *listen; //  host:port
     char *session_endpoint, *store_endpoint, *events_endpoint;
+    char *monitor_endpoint; //  corral-monitor's API (DEALER): readiness, /metrics
+    char *monitor_in;       //  corral-monitor's heartbeat input (PUB)
     char *static_dir;
     char *origins; //  comma-separated allowed Origin values; empty = any
     char *tls_cert, *tls_key;
@@ -273,6 +275,14 @@ struct gw_server {
     //  bus
     void *session, *store, *sub;
     struct lws *session_wsi, *store_wsi, *sub_wsi, *stop_wsi;
+    void *monitor; //  DEALER to corral-monitor (gw_metrics.c asks it)
+    struct lws *monitor_wsi;
+    struct proto_beat *beat; //  our heartbeat (gw_metrics.c fills it)
+    struct {                 //  the monitor's last readiness answer (gw_metrics.c)
+        bool known, ready;
+        char reason[128];
+        int64_t at_ms; //  monotonic
+    } monitor_health;
     uint64_t corr;
     cm_map_t *calls; //  corr -> call
     lws_sorted_usec_list_t kick_sul, tick_sul;
@@ -327,9 +337,19 @@ int gw_call_session (gw_server_t *self, proto_type_t type, const void *body,
                      int64_t timeout_ms, gw_call_cb cb, void *arg);
 int gw_call_store (gw_server_t *self, proto_type_t type, const void *body, gw_call_cb cb,
                    void *arg);
+//  The same to corral-monitor: sent once (retried while no connection),
+//  CM_E_UNAVAILABLE after timeout_ms.
+int gw_call_monitor (gw_server_t *self, proto_type_t type, const void *body,
+                     int64_t timeout_ms, gw_call_cb cb, void *arg);
 void gw_bus_tick (gw_server_t *self, int64_t now);
 gw_sub_t *gw_sub_get (gw_server_t *self, const cm_uuid_t *id);
 void gw_sub_release (gw_server_t *self, gw_sub_t *sub);
+
+/* ---- gw_metrics.c (the rest is in gw_rest.h) ----------------------- */
+
+//  proto_beat fill callback (arg: the server): the gateway's statistics
+//  in its heartbeat to corral-monitor (docs/monitor.md).
+void gw_metrics_beat (struct proto_beat *beat, void *arg);
 
 /* ---- gw_conn.c ----------------------------------------------------- */
 

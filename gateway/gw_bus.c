@@ -14,7 +14,9 @@
     resent every 2 s until GW_CALL_TIMEOUT_MS; session requests are sent
     once and fail with CM_E_UNAVAILABLE after their timeout (a prompt has
     none: its answer may take as long as the turn; the event stream also
-    ends it, see gw_watch.c).
+    ends it, see gw_watch.c).  Monitor requests (readiness, /metrics) are
+    like session requests.  The gateway's own heartbeat goes out from
+    gw_bus_tick.
 */
 #include <errno.h>
 #include <stdlib.h>
@@ -26,12 +28,16 @@
 #include "cm_time.h"
 #include "cm_zmq.h"
 #include "gw.h"
+#include "proto_beat.h"
 
 #define STORE_RESEND_MS 2000
+
+typedef enum { TO_SESSION, TO_STORE, TO_MONITOR } target_t;
 
 typedef struct {
     uint64_t corr;
     bool to_store;
+    target_t to;
     proto_type_t type;
     gw_call_cb cb;
     void *arg;
@@ -118,16 +124,21 @@ int gw_bus_open (gw_server_t *self)
     self->sub = cm_zmq_socket (ZMQ_SUB, 1000000);
     if (!self->session || !self->store || !self->sub) return CM_E_INTERNAL;
     sub_monitor_open (self);
+    self->monitor = cm_zmq_socket (ZMQ_DEALER, 1000);
+    if (!self->monitor) return CM_E_INTERNAL;
     if (cm_zmq_connect (self->session, cfg->session_endpoint) ||
         cm_zmq_connect (self->store, cfg->store_endpoint) ||
-        cm_zmq_connect (self->sub, cfg->events_endpoint))
+        cm_zmq_connect (self->sub, cfg->events_endpoint) ||
+        cm_zmq_connect (self->monitor, cfg->monitor_endpoint))
         return CM_E_INVALID;
+    self->beat = proto_beat_new (cfg->monitor_in, "gateway", NULL);
     self->calls = cm_map_new (8);
     if (!self->calls) return CM_E_NOMEM;
     self->session_wsi = adopt (self, self->session);
     self->store_wsi = adopt (self, self->store);
     self->sub_wsi = adopt (self, self->sub);
-    if (!self->session_wsi || !self->store_wsi || !self->sub_wsi) {
+    self->monitor_wsi = adopt (self, self->monitor);
+    if (!self->session_wsi || !self->store_wsi || !self->sub_wsi || !self->monitor_wsi) {
         cm_error ("cannot adopt the bus sockets into the lws loop");
         return CM_E_INTERNAL;
     }
@@ -152,11 +163,20 @@ void gw_bus_close (gw_server_t *self)
     cm_zmq_close (&self->session);
     cm_zmq_close (&self->store);
     cm_zmq_close (&self->sub);
+    cm_zmq_close (&self->monitor);
+    proto_beat_destroy (&self->beat);
+}
+
+static void *sock_of (gw_server_t *self, const call_t *call)
+{
+    return call->to == TO_STORE     ? self->store
+           : call->to == TO_MONITOR ? self->monitor
+                                    : self->session;
 }
 
 static void send_call (gw_server_t *self, call_t *call)
 {
-    void *sock = call->to_store ? self->store : self->session;
+    void *sock = sock_of (self, call);
     bool sent = zmq_send (sock, call->data, call->size, ZMQ_DONTWAIT) >= 0;
     //  No peer yet (ZMQ_IMMEDIATE): store calls retry soon.
     call->resend_at = cm_mono_ms () + (sent ? STORE_RESEND_MS : 100);
@@ -164,7 +184,7 @@ static void send_call (gw_server_t *self, call_t *call)
     gw_bus_kick (self);
 }
 
-static int call (gw_server_t *self, bool to_store, proto_type_t type, const void *body,
+static int call (gw_server_t *self, target_t to, proto_type_t type, const void *body,
                  int64_t timeout_ms, gw_call_cb cb, void *arg)
 {
     proto_buf_t buf;
@@ -182,7 +202,8 @@ static int call (gw_server_t *self, bool to_store, proto_type_t type, const void
         return CM_E_NOMEM;
     }
     *c = (call_t){.corr = corr,
-                  .to_store = to_store,
+                  .to_store = to == TO_STORE,
+                  .to = to,
                   .type = type,
                   .cb = cb,
                   .arg = arg,
@@ -201,13 +222,19 @@ static int call (gw_server_t *self, bool to_store, proto_type_t type, const void
 int gw_call_session (gw_server_t *self, proto_type_t type, const void *body,
                      int64_t timeout_ms, gw_call_cb cb, void *arg)
 {
-    return call (self, false, type, body, timeout_ms, cb, arg);
+    return call (self, TO_SESSION, type, body, timeout_ms, cb, arg);
 }
 
 int gw_call_store (gw_server_t *self, proto_type_t type, const void *body, gw_call_cb cb,
                    void *arg)
 {
-    return call (self, true, type, body, GW_CALL_TIMEOUT_MS, cb, arg);
+    return call (self, TO_STORE, type, body, GW_CALL_TIMEOUT_MS, cb, arg);
+}
+
+int gw_call_monitor (gw_server_t *self, proto_type_t type, const void *body,
+                     int64_t timeout_ms, gw_call_cb cb, void *arg)
+{
+    return call (self, TO_MONITOR, type, body, timeout_ms, cb, arg);
 }
 
 static void on_reply (gw_server_t *self, const void *data, size_t size)
@@ -239,6 +266,7 @@ static void on_reply (gw_server_t *self, const void *data, size_t size)
 void gw_bus_tick (gw_server_t *self, int64_t now)
 {
     sub_monitor_check (self, now);
+    if (self->beat) proto_beat_tick (self->beat, now, gw_metrics_beat, self);
     size_t pos = 0;
     void *value;
     //  Collect first: callbacks may add calls (and so move the map).
@@ -251,9 +279,9 @@ void gw_bus_tick (gw_server_t *self, int64_t now)
         else if (c->to_store && now >= c->resend_at)
             send_call (self, c);
         else if (!c->to_store && c->resend_at && now >= c->resend_at) {
-            //  A session call that could not be sent (no peer yet).
+            //  A session or monitor call that could not be sent (no peer yet).
             c->resend_at = 0;
-            if (zmq_send (self->session, c->data, c->size, ZMQ_DONTWAIT) < 0)
+            if (zmq_send (sock_of (self, c), c->data, c->size, ZMQ_DONTWAIT) < 0)
                 c->resend_at = now + 100;
             gw_bus_kick (self);
         }
@@ -406,6 +434,7 @@ void gw_bus_drain (gw_server_t *self)
 {
     bool more = drain_dealer (self, self->session);
     more |= drain_dealer (self, self->store);
+    if (self->monitor) more |= drain_dealer (self, self->monitor);
     more |= drain_sub (self);
     if (more) gw_bus_kick (self);
 }

@@ -113,6 +113,7 @@ typedef struct gw_http {
     char login_key[GW_AUTH_KEY_BUF];
     //  readiness probes
     int probes_ok, probes_failed;
+    unsigned probes_pending; //  GW_PROBE_* bits not answered yet (gw_metrics.c)
     char why[160];
 } gw_http_t;
 

@@ -49,6 +49,7 @@ class Stack:
             "store": b + "/services/store/corral-store",
             "session": b + "/services/session/corral-session",
             "worker": b + "/services/agent-worker/corral-worker",
+            "monitor": b + "/services/monitor/corral-monitor",
         })
         self.gateway_bin = b + "/gateway/corral-gateway"
         self.keys_bin = b + "/gateway/corral-keys"
@@ -82,7 +83,8 @@ class Stack:
         ep = self.svc.ep
         argv = [self.gateway_bin, "--listen", "127.0.0.1:%d" % self.port,
                 "--session-endpoint", ep["client"], "--store-endpoint", ep["store"],
-                "--events-endpoint", ep["events"]] + self.gateway_args + list(extra)
+                "--events-endpoint", ep["events"], "--monitor-endpoint", ep["monitor"],
+                "--monitor-in-endpoint", ep["monitor_in"]] + self.gateway_args + list(extra)
         self.svc.logs["gateway"] = open(os.path.join(self.tmp, "gateway.log"), "ab")
         self.svc.procs["gateway"] = subprocess.Popen(argv, stderr=self.svc.logs["gateway"],
                                                      env=self.svc.env)
@@ -100,6 +102,7 @@ class Stack:
 
     def start(self, script=None, workers=1, session_args=(), worker_args=(), gateway_args=()):
         self.start_model(script)
+        self.svc.start("monitor")
         self.svc.start("store")
         self.svc.start("session", list(session_args))
         for i in range(workers):
@@ -111,9 +114,10 @@ class Stack:
         self.wait_ready()
 
     def wait_ready(self, timeout=30):
-        """Until /v1/health/ready says 200: the store told its epoch and the
+        """Until /v1/health/ready says 200: the store told its epoch, the
         session service finished its startup scan (before that it answers
-        -32011 'starting', which a client would retry)."""
+        -32011 'starting', which a client would retry), and corral-monitor
+        says a store, a session service and a connected worker are alive."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:

@@ -143,20 +143,28 @@ class Services:
 
     def __init__(self, tmp, binaries):
         self.tmp, self.bin, self.procs, self.logs = tmp, binaries, {}, {}
-        self.ep = {k: "ipc://%s/%s.sock" % (tmp, k) for k in ("store", "client", "worker", "events")}
+        self.ep = {k: "ipc://%s/%s.sock" % (tmp, k)
+                   for k in ("store", "client", "worker", "events", "monitor", "monitor_in")}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
 
     def argv(self, name, extra):
         d, ep = self.tmp + "/data", self.ep
+        # Every service beats to this scratch dir's monitor (started or not),
+        # never to a real one on the default tcp://127.0.0.1:7705.
+        beat = ["--monitor-in-endpoint", ep["monitor_in"]]
         if name == "store":
-            return [self.bin["store"], "--data-dir", d, "--store-endpoint", ep["store"]] + extra
+            return [self.bin["store"], "--data-dir", d, "--store-endpoint", ep["store"]] + beat + extra
         if name == "session":
             return [self.bin["session"], "--data-dir", d, "--store-endpoint", ep["store"],
                     "--session-endpoint", ep["client"], "--worker-endpoint", ep["worker"],
-                    "--events-endpoint", ep["events"], "--workspace-roots", self.tmp + "/ws"] + extra
+                    "--events-endpoint", ep["events"], "--workspace-roots",
+                    self.tmp + "/ws"] + beat + extra
         if name.startswith("worker"):
             return [self.bin["worker"], "--worker-endpoint", ep["worker"],
-                    "--worker-id", name] + extra
+                    "--worker-id", name] + beat + extra
+        if name == "monitor":
+            return [self.bin["monitor"], "--monitor-in-endpoint", ep["monitor_in"],
+                    "--monitor-endpoint", ep["monitor"]] + extra
         raise ValueError(name)
 
     def start(self, name, extra=()):
