@@ -203,6 +203,8 @@ static int status_of (int cm_code)
         return 413;
     case CM_E_RATE_LIMITED:
         return 429;
+    case CM_E_BUDGET: //  spent until someone raises it: not 429 (retry later)
+        return 402;
     case CM_E_UNAVAILABLE:
     case CM_E_CAPACITY:
     case CM_E_TIMEOUT:

@@ -14,6 +14,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import websockets
 
@@ -137,6 +139,19 @@ async def run(stack):
     check(err.get("code") == -32012 and err.get("message", "").startswith(
         "budget exceeded: this API key used 2 0"),
         "the key's next prompt, in another session, is refused before a turn (%s)" % r)
+    # The same refusal over REST: 402 with reason budget.
+    req = urllib.request.Request(
+        stack.http_url + "/v1/sessions/%s/prompt" % sid2, method="POST",
+        data=json.dumps({"prompt": "hello"}).encode(),
+        headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        check(False, "REST prompt with a spent key is refused")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read()).get("error", {})
+        check(e.code == 402 and body.get("reason") == "budget" and body.get("code") == -32012
+              and body.get("message", "").startswith("budget exceeded: this API key"),
+              "over REST it is 402 with reason budget (%s)" % body)
     b = Client(stack.ws_url, make_key(stack, "tenant-a"))
     await b.open()
     r = await b.prompt(sid2, "hello")
