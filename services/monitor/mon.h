@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mon_policy.h"
 #include "proto.h"
 
 #define MON_ALIVE_MS      3000   //  alive: a heartbeat within this
@@ -163,7 +164,7 @@ typedef struct {
     char *in_endpoint;  //  SUB bind
     char *api_endpoint; //  ROUTER bind
     char *log_level;
-    //  policies: mon_policy's options go here (main.c's table names them)
+    mon_policy_config_t policy; //  the policy engine's options (mon_policy.h)
 } mon_config_t;
 
 struct proto_beat;

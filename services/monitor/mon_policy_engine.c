@@ -80,6 +80,8 @@ char *mon_policy_fmt_ms (int64_t ms, char *out, size_t outlen)
     int64_t s = ms / 1000, m = s / 60, h = m / 60;
     if (ms < 1000)
         snprintf (out, outlen, "%lldms", (long long)ms);
+    else if (s < 60 && ms % 1000 >= 100 && s < 10)
+        snprintf (out, outlen, "%lld.%llds", (long long)s, (long long)(ms % 1000 / 100));
     else if (s < 60)
         snprintf (out, outlen, "%llds", (long long)s);
     else if (m < 60)

@@ -209,7 +209,14 @@ int mon_server_run (mon_config_t *cfg)
     self->beat = proto_beat_new (NULL, "monitor", NULL);
     if (!self->beat) goto done;
     if ((rc = open_sockets (self))) goto done;
-    //  policies: mon_policy_new (self, ...) opens its sockets here.
+    //  policies: the engine on the bus (mon_policy.h); none when every policy is off.
+    const mon_policy_config_t *pc = &cfg->policy;
+    if ((pc->max_duration_ms || pc->idle_timeout_ms || pc->stuck_repeat ||
+         pc->stuck_silence_ms) &&
+        !(self->policy = mon_policy_new (pc))) {
+        rc = CM_E_IO;
+        goto done;
+    }
     cm_info ("corral-monitor: heartbeats on %s, requests on %s", cfg->in_endpoint,
              cfg->api_endpoint);
 
@@ -221,8 +228,10 @@ int mon_server_run (mon_config_t *cfg)
                                    {self->api, 0, ZMQ_POLLIN, 0},
                                    {NULL, cm_stop_fd (), ZMQ_POLLIN, 0}};
         int nitems = 3;
-        //  policies: add the policy engine's sockets to items[nitems++].
+        if (self->policy) nitems += mon_policy_pollitems (self->policy, &items[nitems]);
         long timeout = self->next_beat_ms - cm_mono_ms ();
+        if (self->policy && mon_policy_timeout (self->policy, cm_mono_ms ()) < timeout)
+            timeout = (long)mon_policy_timeout (self->policy, cm_mono_ms ());
         if (timeout < 0) timeout = 0;
         if (timeout > 1000) timeout = 1000;
         if (zmq_poll (items, nitems, timeout) < 0 && errno != EINTR) {
@@ -231,8 +240,8 @@ int mon_server_run (mon_config_t *cfg)
         }
         if (items[0].revents & ZMQ_POLLIN) on_beat (self);
         if (items[1].revents & ZMQ_POLLIN) on_api (self);
-        //  policies: read the policy engine's sockets here.
         now = cm_mono_ms ();
+        if (self->policy) mon_policy_service (self->policy, now); //  reads and decides
         if (now >= self->next_beat_ms) {
             self->next_beat_ms = now + PROTO_BEAT_MS;
             own_beat (self, now);
@@ -248,7 +257,7 @@ int mon_server_run (mon_config_t *cfg)
     cm_info ("corral-monitor stopping");
     rc = 0;
 done:
-    //  policies: mon_policy_destroy (&self->policy) closes its sockets here.
+    mon_policy_destroy (&self->policy);
     cm_zmq_close (&self->in);
     cm_zmq_close (&self->api);
     proto_beat_destroy (&self->beat);

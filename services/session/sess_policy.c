@@ -18,8 +18,9 @@
       cancel     EV_POLICY, then the running turn (the one named, when the
                  action names one) is cancelled as by
                  session.cancel; its turn_ended says stop_reason cancelled
-                 with the policy's message.  No turn running: conflict.
-                 Already cancelling: ok, nothing new.
+                 with the policy's message.  Already cancelling, or the named
+                 turn is over: ok, nothing new.  No turn running (none
+                 named), or another turn than the named one: conflict.
       hibernate  EV_POLICY, state hibernated.  The worker keeps nothing of
                  a session between turns (a turn carries the whole
                  conversation), so there is nothing to free there; here the
@@ -67,6 +68,18 @@ typedef struct {
     int64_t close_deadline_ms;
     char *close_policy, *close_message;
 } pol_t;
+
+//  A running turn past its grace is cancelled with this reason.
+static void cancel_graceless (sess_server_t *self, sess_session_t *s, pol_t *p)
+{
+    char why[256];
+    snprintf (why, sizeof why,
+              "cancelled: the session is being closed by the %s policy and the turn did "
+              "not end within the grace period (%lld s)",
+              p->close_policy, (long long)(self->cfg->close_grace_ms / 1000));
+    p->grace_over = true;
+    sess_turn_cancel_why (self, s, why);
+}
 
 struct sess_policy {
     cm_map_t *map; //  id -> pol_t
@@ -188,8 +201,13 @@ static void act (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer
         return;
     }
     if (strcmp (a->action, "cancel") == 0) {
-        bool other = !cm_uuid_is_nil (&a->turn) &&
-                     memcmp (&a->turn, &s->turn.id, sizeof a->turn) != 0;
+        bool named = !cm_uuid_is_nil (&a->turn);
+        if (named && !turn_live (s) &&
+            memcmp (&a->turn, &s->rec.last_turn, sizeof a->turn) == 0) {
+            sess_reply (self, peer, PROTO_OK, NULL); //  that turn is over already
+            return;
+        }
+        bool other = named && memcmp (&a->turn, &s->turn.id, sizeof a->turn) != 0;
         if (closed || !turn_live (s) || other) {
             sess_reply_error (self, peer, CM_E_CONFLICT,
                               closed  ? "the session is closed"
@@ -256,10 +274,7 @@ static void act (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer
     else {
         p->closing = true;
         p->close_deadline_ms = cm_mono_ms () + self->cfg->close_grace_ms;
-        if (self->cfg->close_grace_ms == 0) {
-            p->grace_over = true;
-            sess_turn_cancel_why (self, s, p->close_message);
-        }
+        if (self->cfg->close_grace_ms == 0) cancel_graceless (self, s, p);
     }
     sess_reply (self, peer, PROTO_OK, NULL);
 }
@@ -450,7 +465,8 @@ static void sweep (sess_server_t *self)
     while (cm_map_next (self->sessions, &pos, &key, &value)) {
         sess_session_t *s = value;
         if (strcmp (s->rec.state, "hibernated") != 0 || !quiet (s, wall)) continue;
-        if (self->policy && cm_map_get (self->policy->map, key)) continue;
+        pol_t *p = self->policy ? cm_map_get (self->policy->map, key) : NULL;
+        if (p && p->closing) continue;
         cm_map_remove (self->sessions, key);
         sess_session_free (s);
         evicted++;
@@ -468,17 +484,18 @@ void sess_policy_tick (sess_server_t *self, int64_t now)
             pol_t *p = value;
             sess_session_t *s = sess_lookup (self, &p->id);
             if (!s) {
-                pol_drop (self, p); //  deleted, or out of memory: nothing pending
+                //  Deleted (a close waits no more), or hibernated and out of
+                //  memory (its last warning is still remembered a while).
+                if (p->closing || now - p->warn_ms >= SESS_POLICY_WARN_DEDUP)
+                    pol_drop (self, p);
                 continue;
             }
             if (p->closing) {
                 if (s->turn.state == TURN_NONE) {
                     p->closing = false;
                     close_now (self, s, p);
-                } else if (!p->grace_over && now >= p->close_deadline_ms) {
-                    p->grace_over = true;
-                    sess_turn_cancel_why (self, s, p->close_message);
-                }
+                } else if (!p->grace_over && now >= p->close_deadline_ms)
+                    cancel_graceless (self, s, p);
             } else if (now - p->warn_ms >= SESS_POLICY_WARN_DEDUP)
                 pol_drop (self, p); //  nothing left to remember
         }

@@ -124,6 +124,9 @@ static void test_fmt_ms (void **state_)
     char b[32];
     assert_string_equal (mon_policy_fmt_ms (800, b, sizeof b), "800ms");
     assert_string_equal (mon_policy_fmt_ms (45000, b, sizeof b), "45s");
+    assert_string_equal (mon_policy_fmt_ms (1500, b, sizeof b), "1.5s");
+    assert_string_equal (mon_policy_fmt_ms (2049, b, sizeof b), "2s");
+    assert_string_equal (mon_policy_fmt_ms (12500, b, sizeof b), "12s");
     assert_string_equal (mon_policy_fmt_ms (90000, b, sizeof b), "1m30s");
     assert_string_equal (mon_policy_fmt_ms (30 * 60000, b, sizeof b), "30m");
     assert_string_equal (mon_policy_fmt_ms (90 * 60000, b, sizeof b), "1h30m");
