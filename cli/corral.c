@@ -14,7 +14,11 @@ typedef struct {
 } command_t;
 
 static const command_t s_commands[] = {
-    {"acp", cli_acp, "stdio <-> WebSocket bridge: use the gateway as an editor's ACP agent"},
+    {"acp", cli_acp,
+     "stdio <-> WebSocket bridge: use the gateway as an editor's ACP agent"},
+    {"chat", cli_chat,
+     "chat with an agent in the terminal (new session or --session ID)"},
+    {"tail", cli_tail, "print a session's events from a seq, then live ones"},
     {"up", cli_up, "run the whole local stack in the foreground"},
     {"sessions", cli_sessions, "list, show and close sessions (REST)"},
     {"keys", cli_keys, "create, list and revoke API keys (runs corral-keys)"},
@@ -38,7 +42,8 @@ int main (int argc, char **argv)
         usage (stderr);
         return CLI_USAGE;
     }
-    if (!strcmp (argv[1], "--help") || !strcmp (argv[1], "-h") || !strcmp (argv[1], "help")) {
+    if (!strcmp (argv[1], "--help") || !strcmp (argv[1], "-h") ||
+        !strcmp (argv[1], "help")) {
         usage (stdout);
         return CLI_OK;
     }

@@ -11,7 +11,7 @@ pkgs=(
   lmdb-utils libcmocka-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev
   libjansson-dev libssl-dev
   curl python3 python3-zmq python3-msgpack python3-websockets python3-yaml prometheus
-  valgrind procps
+  valgrind procps tmux
   chromium
 )
 

@@ -18,3 +18,10 @@ if(CORRAL_NODE)
 else()
   message(STATUS "node not found: e2e_cli_acp_bridge is not registered (scripts/setup.sh installs Node.js)")
 endif()
+# Python (Debian's python3-websockets for the helper client) and tmux for
+# the chat phase; RUN_SERIAL because it restarts gateways and times a
+# cancel.
+add_test(NAME e2e_cli_ws
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_ws.py ${CMAKE_BINARY_DIR})
+set_tests_properties(e2e_cli_ws PROPERTIES LABELS e2e TIMEOUT 300 RUN_SERIAL TRUE
+                     ENVIRONMENT CORRAL_CLI=$<TARGET_FILE:corral>)
