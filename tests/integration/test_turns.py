@@ -210,7 +210,7 @@ def main():
         def cancel_when_running(ev):
             if ev[1] == EV_TOOL_UPDATE and ev[3].get("status") == "in_progress" and "t" not in pids:
                 time.sleep(0.3)
-                out = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True)
+                out = subprocess.run(["pgrep", "-x", "-f", "sleep 30"], capture_output=True, text=True)
                 pids["before"] = [int(p) for p in out.stdout.split()]
                 pids["t"] = time.time()
                 client.send(SESSION_CANCEL, {"tenant": "t1", "id": sid})
