@@ -12,7 +12,8 @@ with corral-keys.
 
 Used by the Python tests here and by the Node SDK test (run as
 `python3 corral_stack.py BUILD_DIR -- node test.mjs`, which exports
-CORRAL_URL, CORRAL_KEY, CORRAL_KEY_B, CORRAL_HTTP and CORRAL_WORKSPACE).
+CORRAL_URL, CORRAL_KEY, CORRAL_KEY_B, CORRAL_HTTP, CORRAL_WORKSPACE and
+CORRAL_CONTROL, a URL to kill and restart the gateway: serve_control()).
 """
 import json
 import os
@@ -136,6 +137,41 @@ class Stack:
         else:
             self.svc.start(name, list(extra))
 
+    def serve_control(self):
+        """A loopback HTTP endpoint through which a command run by main()
+        kills and restarts the gateway mid-test: POST /gateway/kill (SIGKILL),
+        /gateway/start (same port), /gateway/restart.  Answers 204, or 404/500
+        with the reason.  Returns its base URL (exported as CORRAL_CONTROL)."""
+        import http.server
+        import threading
+        stack = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                actions = {"/gateway/kill": lambda: stack.svc.kill("gateway", signal.SIGKILL),
+                           "/gateway/start": stack.start_gateway,
+                           "/gateway/restart": lambda: stack.restart("gateway")}
+                act = actions.get(self.path)
+                try:
+                    if act is None:
+                        raise KeyError("unknown action %s" % self.path)
+                    act()
+                    self.send_response(204)
+                    self.end_headers()
+                except Exception as e:  # noqa: BLE001 - reported to the caller
+                    body = str(e).encode()
+                    self.send_response(404 if isinstance(e, KeyError) else 500)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return "http://127.0.0.1:%d" % srv.server_address[1]
+
     def stop(self, keep=None):
         self.svc.stop_all()
         if self.fake and self.fake.poll() is None:
@@ -205,7 +241,7 @@ def main():
                     worker_args=shlex.split(opts.worker_args))
         env = dict(os.environ, CORRAL_URL=stack.ws_url, CORRAL_HTTP=stack.http_url,
                    CORRAL_KEY=stack.key("tenant-a"), CORRAL_KEY_B=stack.key("tenant-b"),
-                   CORRAL_WORKSPACE=stack.workspace)
+                   CORRAL_WORKSPACE=stack.workspace, CORRAL_CONTROL=stack.serve_control())
         rc = subprocess.run(sys.argv[i + 1:], env=env, timeout=600).returncode
     finally:
         if rc:

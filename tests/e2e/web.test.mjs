@@ -1,0 +1,412 @@
+// web.test.mjs - the web page (gateway/web) in headless Chromium, driven by
+// playwright-core, against a whole stack with the scripted model
+// (web_script.json):
+//
+//   wrong key refused with a clear message -> sign in -> new session from
+//   the dialog -> a prompt streamed progressively, Markdown rendered, no
+//   HTML injected, thinking collapsed, usage and cost -> a second tab on the
+//   same session -> write_file: both tabs asked, the first answers, the
+//   second's prompt closes saying another client answered, the file is in
+//   the workspace, the tool card has a diff -> edit_file answered from the
+//   keyboard, diff view -> a write denied from the second tab -> a long
+//   command, a second prompt queued visibly, Esc cancels, the queued prompt
+//   runs -> the gateway killed mid-stream and restarted: both tabs resume
+//   with no gap and no duplicate (checked against the store's events) ->
+//   reload restores the session -> 360 px has no horizontal scroll ->
+//   dark theme -> close and delete a session -> sign out.
+//
+// Screenshots of the main states go to CORRAL_WEB_ARTIFACTS (web.cmake sets
+// it to <build>/tests/e2e/web-artifacts).
+//
+// Run: python3 corral_stack.py BUILD --script web_script.json
+//        --worker-args "--prices web_prices.json" -- node web.test.mjs
+// (env CORRAL_HTTP, CORRAL_KEY, CORRAL_WORKSPACE, CORRAL_CONTROL).  Exit 0 = pass.
+import fs from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const HTTP = process.env.CORRAL_HTTP;
+const KEY = process.env.CORRAL_KEY;
+const WS = process.env.CORRAL_WORKSPACE;
+const CONTROL = process.env.CORRAL_CONTROL;
+const ART = process.env.CORRAL_WEB_ARTIFACTS || path.resolve("web-artifacts");
+const CHROMIUM = process.env.CORRAL_CHROMIUM || "/usr/bin/chromium";
+for (const [k, v] of Object.entries({ CORRAL_HTTP: HTTP, CORRAL_KEY: KEY, CORRAL_WORKSPACE: WS, CORRAL_CONTROL: CONTROL }))
+    if (!v) { console.error(`${k} is not set; run under corral_stack.py`); process.exit(2); }
+fs.mkdirSync(ART, { recursive: true });
+
+const T0 = Date.now();
+const W = 15_000; // the longest any one condition may take to appear
+const watchdog = setTimeout(() => {
+    console.error("FAIL the web test took more than 150 s");
+    process.exit(1);
+}, 150_000);
+
+let passed = 0;
+function check(ok, name, detail) {
+    if (!ok) {
+        const d = detail === undefined ? "" : ": " + (typeof detail === "string" ? detail : JSON.stringify(detail));
+        throw new Error(`check failed: ${name}${d}`);
+    }
+    passed++;
+    console.log(`ok   ${name}`);
+}
+const t = () => `${((Date.now() - T0) / 1000).toFixed(1)} s`;
+async function shot(page, name) {
+    await page.screenshot({ path: path.join(ART, `${name}.png`) });
+}
+async function until(what, fn, ms = W) {
+    const end = Date.now() + ms;
+    let last;
+    for (;;) {
+        try {
+            last = await fn();
+            if (last) return last;
+        } catch (e) {
+            last = e.message;
+        }
+        if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+        await new Promise((r) => setTimeout(r, 50));
+    }
+}
+async function rest(p) {
+    const res = await fetch(HTTP + p, { headers: { Authorization: `Bearer ${KEY}` } });
+    return { status: res.status, text: await res.text() };
+}
+async function control(action) {
+    const res = await fetch(`${CONTROL}/gateway/${action}`, { method: "POST" });
+    if (res.status !== 204) throw new Error(`fixture: gateway ${action}: ${res.status} ${await res.text()}`);
+}
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+const pageErrors = [];
+function watch(page, name) {
+    page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
+    page.on("console", (m) => {
+        if (m.type() === "error" && !/Failed to load resource|WebSocket connection to/.test(m.text()))
+            pageErrors.push(`${name} console: ${m.text()}`);
+    });
+    page.on("dialog", (d) => d.accept()); // the delete confirmation
+}
+
+// ---- helpers on the page ------------------------------------------------------------------
+
+const turns = (page) => page.locator("#log .turn");
+const lastTurn = (page) => turns(page).last();
+async function send(page, text) {
+    await page.fill("#input", text);
+    await page.press("#input", "Enter");
+}
+async function turnEnded(page, n, stop = "end_turn") {
+    await until(`turn ${n} to end ${stop}`, async () =>
+        (await turns(page).nth(n - 1).getAttribute("data-stop")) === stop);
+}
+// The open permission prompt, as a locator that keeps naming that card
+// after it is answered.
+async function openPerm(page) {
+    const open = page.locator(".card.perm[data-state=open]").first();
+    await open.waitFor({ timeout: W });
+    const turn = await open.evaluate((el) => el.closest(".turn").dataset.turn);
+    const req = await open.getAttribute("data-request-id");
+    return page.locator(`.turn[data-turn="${turn}"] .card.perm[data-request-id="${req}"]`);
+}
+async function fileText(rel) {
+    try { return fs.readFileSync(path.join(WS, rel), "utf8"); } catch { return null; }
+}
+async function noHorizontalScroll(page) {
+    return page.evaluate(() => ({
+        doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,
+        vw: window.innerWidth,
+        log: (() => { const l = document.getElementById("log"); return l ? l.scrollWidth - l.clientWidth : 0; })(),
+    }));
+}
+
+let A, B;
+try {
+    // ---- sign in ----------------------------------------------------------------------------
+    A = await ctx.newPage();
+    watch(A, "tab A");
+    await A.goto(HTTP + "/");
+    await A.locator("#signin-key").waitFor();
+    // well formed but unknown (one character changed), then malformed
+    const mid = 10;
+    const wrong = KEY.slice(0, mid) + (KEY[mid] === "A" ? "B" : "A") + KEY.slice(mid + 1);
+    await A.fill("#signin-key", wrong);
+    await A.click("#signin-submit");
+    await A.locator("#signin-error:not([hidden])").waitFor({ timeout: W });
+    const err1 = await A.textContent("#signin-error");
+    check(/wrong key/i.test(err1) && /not accepted/i.test(err1), "an unknown key is refused with a clear message", err1);
+    await A.fill("#signin-key", "crl_short");
+    await A.click("#signin-submit");
+    await until("the error for a malformed key", async () => /not accepted/i.test(await A.textContent("#signin-error")));
+    check(await A.evaluate(() => localStorage.getItem("corral.key")) === null, "a refused key is not stored");
+    await shot(A, "01-signin-wrong-key");
+
+    await A.fill("#signin-key", KEY);
+    await A.click("#signin-submit");
+    await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+    check(await A.evaluate(() => localStorage.getItem("corral.key")) === KEY, "the key is kept in localStorage");
+    check((await ctx.cookies()).some((c) => c.name === "corral_key" && c.httpOnly), "POST /v1/login set the HttpOnly cookie");
+    await shot(A, "02-signed-in");
+
+    // ---- a new session from the dialog --------------------------------------------------------
+    await A.click("#new-session");
+    await A.locator("#new-dialog[open]").waitFor();
+    await A.fill("#new-cwd", "/definitely/not/a/workspace");
+    await A.fill("#new-title-input", "web test");
+    await A.click("#new-create");
+    await A.locator("#new-error:not([hidden])").waitFor({ timeout: W });
+    check((await A.textContent("#new-error")).length > 10, "a cwd outside the roots is refused in the dialog", await A.textContent("#new-error"));
+    await A.fill("#new-cwd", WS);
+    await A.selectOption("#new-mode", "ask");
+    await A.click("#new-create");
+    await A.locator("#session:not([hidden])").waitFor({ timeout: W });
+    const sid = await until("the open session id", () => A.evaluate(() => window.corral.open?.id));
+    check(/^[0-9a-f-]{36}$/.test(sid), "the new session is open", sid);
+    check(A.url().endsWith(`#s=${sid}`), "the open session is in the address", A.url());
+    await until("the session in the sidebar", async () =>
+        (await A.locator(`.session-item[data-session-id="${sid}"] .s-title`).textContent()) === "web test");
+    check(await A.locator("#s-title").textContent() === "web test", "the header shows the title");
+
+    // ---- streamed Markdown --------------------------------------------------------------------
+    await A.evaluate(() => {
+        // record the answer's growth as the page shows it
+        window.__growth = [];
+        const tick = () => {
+            const el = [...document.querySelectorAll("#log .msg.agent")].pop();
+            const n = el ? el.textContent.length : 0;
+            if (n && window.__growth[window.__growth.length - 1] !== n) window.__growth.push(n);
+            if (!window.__stopGrowth) requestAnimationFrame(tick);
+        };
+        requestAnimationFrame(tick);
+    });
+    await send(A, "markdown please");
+    await until("a running turn", async () => (await A.textContent("#s-state")).includes("running") || (await turns(A).count()) > 0);
+    await turnEnded(A, 1);
+    const growth = await A.evaluate(() => { window.__stopGrowth = true; return window.__growth; });
+    // (Markdown may shrink the text for a moment: "**bo" becomes "bold" later)
+    const final = growth[growth.length - 1];
+    check(growth.length >= 5 && growth[0] < final / 3,
+        "the answer appeared progressively (lengths seen while streaming)", growth);
+    const md = A.locator("#log .turn").first();
+    check(await md.locator(".msg.user .user-text").textContent() === "markdown please", "the user's message is shown");
+    check(await md.locator(".msg.agent h1").textContent() === "Formatting", "a Markdown heading");
+    check(await md.locator(".msg.agent strong").first().textContent() === "bold", "bold text");
+    check(await md.locator(".msg.agent em").first().textContent() === "italic", "italic text");
+    check(await md.locator(".msg.agent ul > li").count() === 2 && await md.locator(".msg.agent ol > li").count() === 2, "lists");
+    check((await md.locator(".msg.agent pre.code code").textContent()).includes('const x = "<b>not bold</b>";'), "a code block keeps its text literally");
+    check(await md.locator(".msg.agent a[href='https://example.com/docs']").count() === 1, "a safe link");
+    check(await md.locator(".msg.agent img, .msg.agent script, .msg.agent b").count() === 0, "no HTML from the model became elements");
+    check(await md.locator(".msg.agent [href^='javascript']").count() === 0, "a javascript: link is not clickable");
+    check((await md.locator(".msg.agent").textContent()).includes('<img src=x onerror="window.__xss=1">'), "the HTML is shown as text");
+    check(await A.evaluate(() => window.__xss === undefined), "no injected script ran");
+    const thought = md.locator("details.thought");
+    check(await thought.count() === 1 && !(await thought.evaluate((d) => d.open)), "thinking is shown collapsed");
+    check((await thought.textContent()).includes("headings, lists and code"), "the thinking text is inside");
+    const usage = await md.locator(".turn-foot .usage").textContent();
+    const cost = await md.locator(".turn-foot .cost").textContent();
+    check(usage.includes("1,200 in") && usage.includes("200 cached"), "usage per turn", usage);
+    check(/^\$0\.\d+$/.test(cost) && cost !== "$0", "cost per turn", cost);
+    await until("the sidebar shows the session's cost", async () =>
+        (await A.locator(`.session-item[data-session-id="${sid}"] .s-cost`).textContent()) !== "$0");
+    await shot(A, "03-markdown-streamed");
+
+    // ---- a second tab on the same session -----------------------------------------------------
+    B = await ctx.newPage();
+    watch(B, "tab B");
+    await B.goto(`${HTTP}/#s=${sid}`);
+    await B.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+    await turnEnded(B, 1);
+    check(await B.evaluate(() => window.corral.answerText()) === await A.evaluate(() => window.corral.answerText()),
+        "the second tab shows the same conversation");
+
+    // ---- write_file: permission in both tabs, the first answers ---------------------------------
+    await send(A, "create notes");
+    const permA = await openPerm(A);
+    const permB = await openPerm(B);
+    const names = await permA.locator("button.opt").allTextContents();
+    check(JSON.stringify(names) === JSON.stringify(["Allow", "Always allow", "Reject"]), "the options are the server's", names);
+    check((await permA.textContent()).includes("Write notes.txt"), "the prompt says what the tool wants");
+    check(await fileText("notes.txt") === null, "nothing is written before the answer");
+    await shot(A, "04-permission-prompt");
+    await permA.locator("button[data-option-id=allow]").click();
+    await until("tab A: answered here", async () => (await permA.getAttribute("data-winner")) === "here");
+    await until("tab B: its prompt closed, someone else answered", async () =>
+        (await permB.getAttribute("data-state")) === "resolved" && (await permB.getAttribute("data-winner")) === "elsewhere");
+    const bStatus = await permB.locator(".perm-status").textContent();
+    check(/Allow — answered by another client/.test(bStatus), "tab B says who won and what", bStatus);
+    check(await permB.locator("button").count() === 0, "tab B's buttons are gone");
+    await shot(B, "05-permission-answered-elsewhere");
+    await turnEnded(A, 2);
+    check(await fileText("notes.txt") === "alpha\nbeta\ngamma\n", "the file is written in the workspace");
+    const writeCard = lastTurn(A).locator(".card.tool[data-kind=edit]");
+    check(await writeCard.getAttribute("data-status") === "completed", "the tool card is completed");
+    check((await writeCard.locator(".tool-title").textContent()) === "Write notes.txt", "the tool card says what");
+    check(/\d+ ms|\d+(\.\d)? s/.test(await writeCard.locator(".dur").textContent()), "the tool card has a duration");
+    check(await writeCard.locator(".diff-line.add").count() === 3 && (await writeCard.locator(".diff-new").count()) === 1, "a new file is a diff of added lines");
+    await turnEnded(B, 2);
+
+    // ---- edit_file answered from the keyboard: a diff view ----------------------------------
+    await send(A, "change notes");
+    const perm2 = await openPerm(A);
+    await perm2.locator("button[data-option-id=allow]").focus();
+    await A.keyboard.press("Enter");
+    await turnEnded(A, 3);
+    check(await fileText("notes.txt") === "alpha\nBETA two\ngamma\n", "the edit reached the file");
+    const editCard = turns(A).nth(2).locator(".card.tool[data-kind=edit]");
+    check(await editCard.locator(".diff-line.del .txt").allTextContents().then((x) => x.join("|")) === "beta", "the diff shows the removed line");
+    check(await editCard.locator(".diff-line.add .txt").allTextContents().then((x) => x.join("|")) === "BETA two", "the diff shows the added line");
+    check(await editCard.locator(".diff-line.ctx").count() === 2, "with context lines");
+    await editCard.scrollIntoViewIfNeeded();
+    await shot(A, "06-tool-card-diff");
+
+    // ---- a write denied (from the second tab) -----------------------------------------------
+    await send(A, "forbidden");
+    await openPerm(A);
+    const permB3 = await openPerm(B);
+    await permB3.locator("button[data-option-id=reject]").click();
+    await turnEnded(A, 4);
+    const permA3 = lastTurn(A).locator(".card.perm");
+    check(await permA3.getAttribute("data-winner") === "elsewhere" && /Reject/.test(await permA3.textContent()), "tab A shows the rejection from the other tab");
+    check(await fileText("forbidden.txt") === null, "a denied write leaves no file");
+    check(await lastTurn(A).locator(".card.tool").getAttribute("data-status") === "failed", "the denied tool card failed");
+    check((await lastTurn(A).locator(".msg.agent").last().textContent()).includes("was not written"), "the agent carried on");
+
+    // ---- a long command: a second prompt queued, Esc cancels, the queue runs --------------------
+    await send(A, "sleep");
+    const permS = await openPerm(A);
+    await permS.locator("button[data-option-id=allow]").click();
+    const sleepTurn = turns(A).nth(4);
+    const cmdCard = sleepTurn.locator(".card.tool[data-kind=execute]");
+    await until("the command running", async () => (await cmdCard.getAttribute("data-status")) === "in_progress");
+    check((await cmdCard.locator("pre.command").textContent()).includes("sleep 30"), "the command is shown");
+    await send(A, "queued hello");
+    await A.locator("#queue .queued.q-queued").waitFor({ timeout: W });
+    check((await A.locator("#queue .q-text").textContent()) === "queued hello", "the second prompt is queued visibly");
+    check(await A.locator("#cancel").isVisible(), "a Stop button while the turn runs");
+    await shot(A, "07-running-with-queue");
+    const tCancel = Date.now();
+    await A.keyboard.press("Escape");
+    await turnEnded(A, 5, "cancelled");
+    check(Date.now() - tCancel < 10_000, "Esc cancelled the 30 s command quickly", `${Date.now() - tCancel} ms`);
+    check(["cancelled", "failed"].includes(await cmdCard.getAttribute("data-status")), "the command card shows it stopped", await cmdCard.getAttribute("data-status"));
+    check((await sleepTurn.locator(".turn-foot .stop").textContent()) === "cancelled", "the turn says cancelled");
+    await turnEnded(A, 6);
+    check(await turns(A).nth(5).locator(".user-text").textContent() === "queued hello", "the queued prompt ran next");
+    await until("the queue empties", async () => await A.locator("#queue").isHidden());
+
+    // ---- the gateway dies mid-stream and comes back -------------------------------------------
+    await send(A, "slow story");
+    await until("the story streaming", async () => (await lastTurn(A).locator(".msg.agent").textContent().catch(() => "")).includes("w08"));
+    await control("kill");
+    await A.locator("#conn[data-state=reconnecting]").waitFor({ timeout: W });
+    await B.locator("#conn[data-state=reconnecting]").waitFor({ timeout: W });
+    check(await A.locator("#s-banner").isVisible(), "the page says the connection is lost");
+    await shot(A, "08-reconnecting");
+    await new Promise((r) => setTimeout(r, 1200)); // the story goes on without us
+    await control("start");
+    await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+    await turnEnded(A, 7);
+    await turnEnded(B, 7);
+    const story = Array.from({ length: 80 }, (_, k) => `w${String(k + 1).padStart(2, "0")}`).join(" ") + ".";
+    for (const [name, page] of [["A", A], ["B", B]]) {
+        check((await lastTurn(page).locator(".msg.agent").textContent()) === story, `tab ${name}: the story is whole, no gap, no duplicate`);
+        const o = await page.evaluate(() => window.corral.open);
+        check(o.dups === 0 && o.gaps === 0 && o.seqLog.every((s, k) => s === k + 1), `tab ${name}: seqs 1..${o.lastSeq} each once`, { dups: o.dups, gaps: o.gaps });
+    }
+    // the store's events are the truth
+    const evs = (await rest(`/v1/sessions/${sid}/events?after=0`)).text.trim().split("\n").map((l) => JSON.parse(l));
+    const lastTurnId = evs.filter((e) => e.kind === "user_message").pop().turnId;
+    const storedStory = evs.filter((e) => e.turnId === lastTurnId && e.kind === "agent_message_chunk").map((e) => e.text).join("");
+    check(storedStory === story, "the store has the same story");
+    const oA = await A.evaluate(() => window.corral.open);
+    check(oA.lastSeq === evs[evs.length - 1].seq, "the page saw every stored event", { page: oA.lastSeq, store: evs[evs.length - 1].seq });
+    await shot(A, "09-resumed-after-gateway-restart");
+
+    // ---- reload restores the session ---------------------------------------------------------
+    const before = await A.evaluate(() => window.corral.answerText());
+    const nTurns = await turns(A).count();
+    await A.reload();
+    await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+    await until("the conversation restored", async () => (await turns(A).count()) === nTurns &&
+        (await lastTurn(A).getAttribute("data-stop")) === "end_turn");
+    check(await A.evaluate(() => window.corral.open.id) === sid, "the same session is open after reload");
+    check(await A.evaluate(() => window.corral.answerText()) === before, "the same conversation after reload");
+    check(await A.locator(".card.perm").count() === 4 && await A.locator(".card.perm[data-state=resolved]").count() === 4, "past permission prompts are shown resolved");
+    check(await A.locator(".card.perm[data-winner=here]").count() === 3 && await A.locator(".card.perm[data-winner=elsewhere]").count() === 1,
+        "after reload the tab still knows which answers were its own");
+
+    // ---- 360 px -------------------------------------------------------------------------------
+    await A.setViewportSize({ width: 360, height: 760 });
+    await A.locator("#menu").waitFor({ state: "visible" });
+    let sw = await noHorizontalScroll(A);
+    check(sw.doc <= 360 && sw.body <= 360 && sw.log <= 0, "no horizontal scroll at 360 px", sw);
+    await editCard.scrollIntoViewIfNeeded();
+    await shot(A, "10-mobile-360");
+    await A.click("#menu");
+    await A.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
+    sw = await noHorizontalScroll(A);
+    check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
+    await shot(A, "11-mobile-sessions-drawer");
+    await A.keyboard.press("Escape");
+    await A.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
+    await A.setViewportSize({ width: 1280, height: 860 });
+
+    // ---- dark ---------------------------------------------------------------------------------
+    await A.emulateMedia({ colorScheme: "dark" });
+    const bg = await A.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const lum = bg.match(/\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0) / 3;
+    check(lum < 60, "the dark theme follows the system", bg);
+    await shot(A, "12-dark");
+    await A.click("#theme"); // auto -> light
+    check(await A.evaluate(() => document.documentElement.dataset.theme) === "light", "the theme button overrides the system");
+    await A.click("#theme"); // light -> dark
+    await A.click("#theme"); // dark -> auto
+    await A.emulateMedia({ colorScheme: "light" });
+
+    // ---- close and delete -----------------------------------------------------------------------
+    await A.click("#new-session");
+    await A.fill("#new-cwd", WS);
+    await A.fill("#new-title-input", "scratch");
+    await A.selectOption("#new-mode", "auto");
+    await A.click("#new-create");
+    const sid2 = await until("the second session open", async () => {
+        const id = await A.evaluate(() => window.corral.open?.id);
+        return id && id !== sid ? id : null;
+    });
+    await until("scratch in the sidebar, newest first", async () =>
+        (await A.locator(".session-item").first().getAttribute("data-session-id")) === sid2);
+    check(await A.locator("#s-mode").inputValue() === "auto", "the permission mode chosen is the session's");
+    await A.click("#s-close");
+    await until("the session closed", async () => (await A.textContent("#s-state")) === "closed");
+    check(await A.locator("#input").isDisabled() && await A.locator("#s-reopen").isVisible(), "a closed session cannot take prompts until reopened");
+    await A.click("#s-delete");
+    await until("the session gone from the sidebar", async () =>
+        (await A.locator(`.session-item[data-session-id="${sid2}"]`).count()) === 0 && await A.locator("#empty").isVisible());
+    check((await rest(`/v1/sessions/${sid2}`)).status === 404, "deleted on the server");
+    check(await A.locator(`.session-item[data-session-id="${sid}"]`).count() === 1, "the other session stays");
+
+    // ---- sign out -----------------------------------------------------------------------------------
+    await A.click("#signout");
+    await A.locator("#signin").waitFor({ state: "visible" });
+    await B.locator("#signin").waitFor({ state: "visible", timeout: W });
+    check(await A.evaluate(() => localStorage.getItem("corral.key")) === null, "signing out forgets the key, in every tab");
+
+    check(pageErrors.length === 0, "no script errors in the pages", pageErrors);
+    console.log(`PASS web: ${passed} checks in ${t()}; screenshots in ${ART}`);
+} catch (e) {
+    console.error(`FAIL at ${t()}: ${e.message}`);
+    if (pageErrors.length) console.error("page errors:", pageErrors);
+    for (const [name, page] of [["A", A], ["B", B]]) {
+        if (!page) continue;
+        try {
+            await page.screenshot({ path: path.join(ART, `failure-tab-${name}.png`) });
+            console.error(`tab ${name} state:`, JSON.stringify(await page.evaluate(() => ({ conn: window.corral.connection, open: window.corral.open && { ...window.corral.open, seqLog: window.corral.open.seqLog.length }, queue: window.corral.queue }))));
+        } catch { /* the page may be gone */ }
+    }
+    process.exitCode = 1;
+} finally {
+    clearTimeout(watchdog);
+    await browser.close();
+}
