@@ -163,8 +163,10 @@ class Services:
             return [self.bin["worker"], "--worker-endpoint", ep["worker"],
                     "--worker-id", name] + beat + extra
         if name == "monitor":
+            # Its policy engine watches this scratch dir's session service.
             return [self.bin["monitor"], "--monitor-in-endpoint", ep["monitor_in"],
-                    "--monitor-endpoint", ep["monitor"]] + extra
+                    "--monitor-endpoint", ep["monitor"], "--session-endpoint", ep["client"],
+                    "--events-endpoint", ep["events"]] + extra
         raise ValueError(name)
 
     def start(self, name, extra=()):

@@ -55,21 +55,10 @@ def script():
     ]}
 
 
-class PolicyServices(Services):
-    def argv(self, name, extra):
-        if name == "monitor":
-            d = self.tmp
-            return [self.bin["monitor"], "--monitor-in-endpoint", "ipc://%s/mon-in.sock" % d,
-                    "--monitor-endpoint", "ipc://%s/mon.sock" % d,
-                    "--session-endpoint", self.ep["client"],
-                    "--events-endpoint", self.ep["events"]] + extra
-        return Services.argv(self, name, extra)
-
-
 def main():
     store_bin, session_bin, worker_bin, fake_bin, monitor_bin = sys.argv[1:6]
     tmp = tempfile.mkdtemp(prefix="corral-it-policies-")
-    svc = PolicyServices(tmp, {"store": store_bin, "session": session_bin,
+    svc = Services(tmp, {"store": store_bin, "session": session_bin,
                                "worker": worker_bin, "monitor": monitor_bin})
     fake = None
     try:
