@@ -85,7 +85,7 @@ struct cli_ws {
     int64_t last_seq;
     char epoch[160];
 
-    bool stopping, done;
+    bool stopping, done, destroying;
     int rc;
 
     lws_sorted_usec_list_t sul_connect, sul_hs, sul_flush, sul_user;
@@ -459,7 +459,7 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
     (void)user;
     struct lws_context *ctx = lws_get_context (wsi);
     cli_ws_t *self = ctx ? lws_context_user (ctx) : NULL;
-    if (!self) return 0;
+    if (!self || self->destroying) return 0; //  no handler runs from the teardown
     switch (reason) {
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
         if (!self->key || !self->key[0]) break;
@@ -627,6 +627,7 @@ void cli_ws_destroy (cli_ws_t **self_p)
     cli_ws_t *self = *self_p;
     *self_p = NULL;
     self->stopping = true;
+    self->destroying = true;
     self->attempt = false; //  no on_drop from the context's teardown
     if (self->ctx) {
         struct lws_context *ctx = self->ctx;
