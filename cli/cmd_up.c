@@ -966,11 +966,19 @@ static void s_print_banner (up_t *self)
     snprintf (here, sizeof here, "./data");
     bool default_dir =
         realpath (here, real_here) && !strcmp (real_here, self->cfg.data_dir);
-    bool default_listen = !strcmp (self->cfg.listen, "127.0.0.1:8080");
+    bool default_addrs = !strcmp (self->cfg.listen, "127.0.0.1:8080") &&
+                         !strcmp (self->cfg.store_ep, "tcp://127.0.0.1:7701") &&
+                         !strcmp (self->cfg.events_ep, "tcp://127.0.0.1:7704");
     printf ("\nIn another terminal%s:\n",
-            default_dir && default_listen ? " (from this folder)" : "");
+            default_dir && default_addrs ? " (from this folder)" : "");
     if (!default_dir) printf ("  export CORRAL_DATA_DIR=%s\n", self->cfg.data_dir);
-    if (!default_listen) printf ("  export CORRAL_LISTEN=%s\n", self->cfg.listen);
+    if (strcmp (self->cfg.listen, "127.0.0.1:8080"))
+        printf ("  export CORRAL_LISTEN=%s\n", self->cfg.listen);
+    //  corral keys and corral tap talk to the bus.
+    if (strcmp (self->cfg.store_ep, "tcp://127.0.0.1:7701"))
+        printf ("  export CORRAL_STORE_ENDPOINT=%s\n", self->cfg.store_ep);
+    if (strcmp (self->cfg.events_ep, "tcp://127.0.0.1:7704"))
+        printf ("  export CORRAL_EVENTS_ENDPOINT=%s\n", self->cfg.events_ep);
     printf ("  %s chat                 talk to an agent\n", corral);
     printf ("  %s sessions list        the sessions\n", corral);
     printf ("  %s tap                  every event on the bus, as JSON lines\n", corral);
