@@ -188,7 +188,12 @@ static void s_take_lines (chat_t *c)
     }
     if (c->in_end && !c->line_len && !c->eof) {
         c->eof = true;
-        if (s_busy (c))
+        if (c->perm_id) {
+            s_note (c, C_DIM,
+                    "(input ended at a permission question: leaving; the turn waits for "
+                    "another client's answer or the timeout)");
+            cli_ws_stop (c->ws, CLI_OK);
+        } else if (s_busy (c))
             s_note (c, C_DIM,
                     "(input ended: leaving when the turn ends; Ctrl-C cancels it)");
         else
@@ -370,6 +375,8 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
         else
             s_newline (c);
         c->tokens_in = c->tokens_out = 0;
+        //  Someone else's turn (ours ends with its prompt's answer).
+        if (live && !c->turn) s_show_prompt (c);
     } else if (!strcmp (kind, "policy")) {
         char *j = json_dumps (ev, JSON_COMPACT);
         s_note (c, C_YELLOW, "(policy: %s)", j ? j : "");
@@ -526,6 +533,12 @@ static void s_line (chat_t *c, char *line)
         line[--n] = '\0';
     char *p = line;
     while (*p == ' ' || *p == '\t') p++;
+    //  Without a terminal nothing echoed the line: show it, so that a
+    //  transcript reads like the session.
+    if (!c->tty_in) {
+        fputs (line, stdout);
+        fputc ('\n', stdout);
+    }
     c->prompt_shown = false;
     c->at_bol = true;
     if (c->perm_id) {
@@ -650,8 +663,6 @@ static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
             s_note (c, C_DIM, "(the session is hibernated; the next prompt resumes it)");
         else if (!strcmp (c->state, "closed") && live)
             s_note (c, C_YELLOW, "(the session was closed)");
-        else if (!s_busy (c) && live)
-            s_show_prompt (c);
     } else if (!strcmp (method, "$/cancel_request")) {
         const json_t *rid = json_object_get (params, "requestId");
         if (c->perm_id && json_equal (rid, c->perm_id)) {

@@ -14,6 +14,8 @@ whole stack (corral_stack.py), each as a real process:
           messages of 512 KB pass through the bounded queue (stdin paused
           and resumed); the gateway dying ends it with exit 4 and a
           message on stderr, stdout holding only JSON lines.
+  tls     wss:// to a second gateway with a self-signed certificate:
+          trusted with --ca-file (tail, the bridge), refused without.
   chat    `corral chat` in tmux (send-keys, capture-pane): a prompt
           streams, the permission prompt is answered with y and the file
           appears; Ctrl-C during a long command (sleep 30) cancels the
@@ -21,7 +23,7 @@ whole stack (corral_stack.py), each as a real process:
           resumed, every piece of the answer shown exactly once; Ctrl-C
           at the prompt leaves with exit 0.
 
-usage: test_cli_ws.py BUILD_DIR [tail|bridge|chat ...]   (default: all)
+usage: test_cli_ws.py BUILD_DIR [tail|bridge|tls|chat ...]   (default: all)
 """
 import asyncio
 import json
@@ -307,6 +309,49 @@ class T:
                            timeout=10, env=self.env(), input="")
         check(r.returncode == 4 and r.stdout == "", "bridge to an unreachable gateway: exit 4, nothing on stdout", r.stderr)
 
+    # ---- wss ------------------------------------------------------------------
+
+    def phase_tls(self):
+        """A second gateway on the same services, serving wss with a
+        self-signed certificate: trusted with --ca-file, refused without."""
+        from corral_stack import free_port
+        d = self.stack.tmp
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-days", "1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+        argv = list(self.stack.svc.procs["gateway"].args)
+        port = free_port()
+        argv[argv.index("--listen") + 1] = "127.0.0.1:%d" % port
+        g = subprocess.Popen(argv + ["--tls-cert", cert, "--tls-key", key], env=self.stack.svc.env,
+                             stderr=open(os.path.join(d, "gateway-tls.log"), "ab"))
+        try:
+            import socket
+            wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "the TLS gateway listens")
+            sid = self.new_session("brief")
+            plain = self.run_tail(sid, "--no-follow", "--json").stdout
+            r = self.run_tail(sid, "--no-follow", "--json", "--url", "wss://127.0.0.1:%d/acp" % port, "--ca-file", cert)
+            check(r.returncode == 0 and r.stdout == plain and plain, "tail over wss:// with --ca-file: the same events",
+                  r.stderr)
+            r = self.run_tail(sid, "--no-follow", "--url", "https://localhost:%d" % port, "--ca-file", cert)
+            check(r.returncode == 0 and len(r.stdout.splitlines()) == len(plain.splitlines()),
+                  "tail with an https:// URL uses wss:// at /acp", r.stderr)
+            r = self.run_tail(sid, "--no-follow", "--url", "wss://127.0.0.1:%d/acp" % port)
+            check(r.returncode == 4 and "could not connect" in r.stderr,
+                  "an untrusted certificate is refused: exit 4", r.stderr)
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                    "params": {"protocolVersion": 1, "clientCapabilities": {}}}
+            p = self.bridge("--url", "https://127.0.0.1:%d" % port, "--ca-file", cert)
+            p.stdin.write((json.dumps(init) + "\n").encode())
+            p.stdin.flush()
+            got = self.read_lines(p, 1, 15)
+            p.stdin.close()
+            check(p.wait(10) == 0 and got and got[0].get("result", {}).get("protocolVersion") == 1,
+                  "the bridge over wss:// (https:// URL, --ca-file): initialize answered, exit 0", got)
+        finally:
+            g.terminate()
+            g.wait(10)
+
     # ---- chat in tmux ----------------------------------------------------------
 
     @staticmethod
@@ -419,7 +464,7 @@ def main():
     if len(sys.argv) < 2:
         print(__doc__)
         return 2
-    phases = sys.argv[2:] or ["tail", "bridge", "chat"]
+    phases = sys.argv[2:] or ["tail", "bridge", "tls", "chat"]
     t = T(sys.argv[1])
     rc = 1
     try:
