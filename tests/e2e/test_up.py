@@ -7,7 +7,7 @@ endpoints and an ephemeral gateway port, so it clashes with nothing else
 on the machine.  Steps:
 
   1. usage: `corral up --bogus` and a malformed CORRAL_API_KEY exit 2 and
-     leave nothing running.
+     leave nothing running; the gateway's port taken: exit 1 at once.
   2. a stack with a generated key: ready on /v1/health/ready; the key file
      is mode 600 and the banner shows it; `corral tap` prints a prompt's
      events while the official ACP SDK client (up_prompt.mjs) runs the
@@ -210,6 +210,16 @@ def main():
         check(rc == 2 and "CORRAL_API_KEY" in up.text(),
               "a malformed CORRAL_API_KEY: corral up exits 2 and says why", (rc, up.text()[-2000:]))
         check(not no_leftovers(tmp, []), "... and leaves no process behind")
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", port))
+        busy.listen(1)
+        up = Up(build, tmp, port)
+        rc = up.proc.wait(30)
+        up.reader.join(5)
+        busy.close()
+        check(rc == 1 and "already listens" in up.text() and "CORRAL_LISTEN" in up.text(),
+              "the gateway's port taken: exit 1 naming it and CORRAL_LISTEN", (rc, up.text()))
+        check(not no_leftovers(tmp, []), "... and nothing was started")
         shutil.rmtree(tmp + "/data", ignore_errors=True)
 
         # ---- 2. a stack with a generated key ------------------------------------
@@ -225,6 +235,9 @@ def main():
         for name in ("store", "session", "worker", "gateway", "model"):
             check(re.search(r"^\[%s\]\s+\{" % name, up.text(), re.M),
                   "[%s] prefixes that service's log lines" % name)
+        if os.path.exists(os.path.join(build, "services", "monitor", "corral-monitor")):
+            check(re.search(r"^\[monitor\]\s+\{", up.text(), re.M),
+                  "[monitor] prefixes the monitor's log lines")
         started = dict(children(up.proc.pid))
         check({"corral-store", "corral-session", "corral-worker", "corral-gateway"}
               <= set(started.values()), "the services are corral up's children", started)
