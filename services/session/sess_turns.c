@@ -82,7 +82,8 @@ void sess_turn_end (sess_server_t *self, sess_session_t *s, const char *stop_rea
 
     //  The state change first, so turn_ended is the turn's last event: the
     //  prompt's reply names its seq, and a client that has it has it all.
-    sess_set_state (self, s, "idle", NULL);
+    //  A session closed while its turn ran stays closed.
+    if (strcmp (s->rec.state, "closed") != 0) sess_set_state (self, s, "idle", NULL);
     proto_ev_turn_ended_t ev = {.turn = t->id,
                                 .stop_reason = stop_reason,
                                 .code = code,

@@ -212,6 +212,19 @@ def main():
         check(r[3]["stop_reason"] == "cancelled" and "stuck policy: looks stuck" in r[3].get("message", ""),
               "the turn ends cancelled, saying which policy and why (%s)" % r[3])
 
+        # A client's close during a turn: the turn is cancelled, and the
+        # session stays closed when it ends (not idle).
+        b = new_session("closed-mid-turn")
+        c = prompt_send(b, "stall again", "b1")
+        wait_event(b, "turn started", lambda e: "worker" in e, 10)
+        check(client.call(SESSION_CLOSE, {"tenant": "t1", "id": b}, 5, pump)[1] == OK,
+              "a client closes a session during its turn")
+        r = reply(c)
+        check(r[3]["stop_reason"] == "cancelled", "the turn ends cancelled")
+        time.sleep(0.2)
+        check(load(b)["state"] == "closed" and evs(b, EV_STATE)[-1][1]["state"] == "closed",
+              "and the session stays closed")
+
         check(act(a, "close", message="time is up")[1] == OK, "close answers ok")
         wait_event(a, "state closed", state_is("closed"), 5)
         check(load(a)["end_reason"] == "max_duration", "end_reason is the policy")
