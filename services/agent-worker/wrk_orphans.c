@@ -7,15 +7,17 @@
     with -9 or crashes.
 
     Recognition, by an environment marker (wrk_procs.h): each worker
-    incarnation puts CORRAL_WORKER_MARK=<pid>.<start time>.<worker id> in
-    the environment of every command it runs, and children inherit it.  A
-    sweep - at start, then every cfg->orphan_sweep_ms (default 10 s) -
-    reads /proc/<pid>/environ of every process it may read (same user) and
-    kills each process whose marker names a worker incarnation that is no
-    longer alive (the pid is gone, or has another start time).  So any
-    worker on the host cleans up after any dead one, a live worker's
-    commands are never touched, and the pid + start time pair cannot be
-    fooled by pid reuse.  Why not a pid file in a state directory: the
+    incarnation puts CORRAL_WORKER_MARK=<pid>.<start time>.<scope>.<worker
+    id> in the environment of every command it runs, and children inherit
+    it.  A sweep - at start, then every cfg->orphan_sweep_ms (default 10 s)
+    - reads /proc/<pid>/environ of every process it may read (same user) and
+    kills each process whose marker names a worker of the same stack (scope:
+    a hash of the session service's worker endpoint) that is no longer alive
+    (the pid is gone, or has another start time).  So any worker of a stack
+    cleans up after any dead one of that stack on its host, other stacks on
+    the host (another deployment, a test run) are left to their own
+    workers, a live worker's commands are never touched, and the pid +
+    start time pair cannot be fooled by pid reuse.  Why not a pid file in a state directory: the
     worker has none (it is stateless by design), a pid file cannot see the
     grandchildren, and a recorded pid may have been reused by the time it is
     read.
@@ -38,7 +40,8 @@
 
 int wrk_orphans_init (wrk_server_t *self)
 {
-    int rc = wrk_mark_value (self->cfg->worker_id, self->mark, sizeof self->mark);
+    int rc = wrk_mark_value (self->cfg->worker_id, wrk_mark_scope (self->cfg->endpoint),
+                             self->mark, sizeof self->mark);
     if (rc) return rc;
     //  Appended to the scrubbed environment directly: the CORRAL_ prefix
     //  is denied to `extra` entries (secrets), and this one is no secret.
@@ -55,13 +58,15 @@ int wrk_orphans_init (wrk_server_t *self)
     return 0;
 }
 
-//  Is the worker incarnation a marker names still alive?
-static bool owner_alive (const char *mark)
+//  Is the marker of a dead worker of our stack?  (Not ours to judge: a
+//  marker we cannot read, or another stack's - its own workers clean up.)
+static bool orphaned (const char *mark, uint32_t scope)
 {
     pid_t pid;
     uint64_t start;
-    if (wrk_mark_parse (mark, &pid, &start)) return true; //  unknown: leave it
-    return wrk_procs_start_ticks ("/proc", pid) == start;
+    uint32_t their;
+    if (wrk_mark_parse (mark, &pid, &start, &their) || their != scope) return false;
+    return wrk_procs_start_ticks ("/proc", pid) != start;
 }
 
 static void comm_of (pid_t pid, char *out, size_t outlen)
@@ -92,6 +97,7 @@ void wrk_orphans_sweep (wrk_server_t *self, int64_t now)
     self->sweep_next_ms = every > 0 ? now + every : INT64_MAX; //  0: at start only
     if (wrk_procs_scan (&self->procs, "/proc")) return;
     pid_t me = getpid ();
+    uint32_t scope = wrk_mark_scope (self->cfg->endpoint);
     orphan_t *found = NULL;
     size_t n = 0;
     //  First find them all, then kill: a group's kill turns its other
@@ -101,7 +107,7 @@ void wrk_orphans_sweep (wrk_server_t *self, int64_t now)
         char mark[WRK_MARK_MAX];
         if (p->pid == me || wrk_mark_read ("/proc", p->pid, mark, sizeof mark) != 1)
             continue;
-        if (strcmp (mark, self->mark) == 0 || owner_alive (mark)) continue;
+        if (strcmp (mark, self->mark) == 0 || !orphaned (mark, scope)) continue;
         if (!found && !(found = calloc (SWEEP_MAX, sizeof *found))) return;
         orphan_t *o = &found[n++];
         o->pid = p->pid;

@@ -62,6 +62,12 @@ static int s_read_stat (const char *proc_root, pid_t pid, wrk_proc_t *p, long pa
     return s_parse_stat (text, p, page);
 }
 
+static int s_by_pid (const void *a, const void *b)
+{
+    pid_t x = ((const wrk_proc_t *)a)->pid, y = ((const wrk_proc_t *)b)->pid;
+    return (x > y) - (x < y);
+}
+
 int wrk_procs_scan (wrk_procs_t *snap, const char *proc_root)
 {
     DIR *d = opendir (proc_root);
@@ -89,6 +95,8 @@ int wrk_procs_scan (wrk_procs_t *snap, const char *proc_root)
             snap->count++;
     }
     closedir (d);
+    //  By pid, so a parent is found by binary search (wrk_procs_find).
+    qsort (snap->items, snap->count, sizeof *snap->items, s_by_pid);
     return rc;
 }
 
@@ -100,35 +108,62 @@ void wrk_procs_fini (wrk_procs_t *snap)
 
 const wrk_proc_t *wrk_procs_find (const wrk_procs_t *snap, pid_t pid)
 {
-    for (size_t i = 0; i < snap->count; i++)
-        if (snap->items[i].pid == pid) return &snap->items[i];
+    size_t lo = 0, hi = snap->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        pid_t p = snap->items[mid].pid;
+        if (p == pid) return &snap->items[mid];
+        if (p < pid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
 size_t wrk_procs_tree (const wrk_procs_t *snap, pid_t pgid, bool *in)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < snap->count; i++) {
-        in[i] = pgid > 0 && snap->items[i].pgrp == pgid;
-        n += in[i];
+    //  A process is in the tree if it is in the group or its parent is.
+    //  Each is settled once: walk up until a settled process, a member, or
+    //  no parent, then settle the whole walk.  O(n log n) for a snapshot.
+    enum { UNKNOWN, IN, OUT };
+    size_t n = snap->count, count = 0;
+    unsigned char *state = calloc (n ? n : 1, 1);
+    size_t *walk = malloc ((n ? n : 1) * sizeof *walk);
+    if (!state || !walk) {
+        free (state);
+        free (walk);
+        for (size_t i = 0; i < n; i++) in[i] = false;
+        return 0;
     }
-    if (!n) return 0;
-    //  Descendants outside the group: one pass per level of depth.
-    bool grew = true;
-    while (grew) {
-        grew = false;
-        for (size_t i = 0; i < snap->count; i++) {
-            if (in[i]) continue;
-            pid_t parent = snap->items[i].ppid;
-            for (size_t j = 0; j < snap->count; j++)
-                if (in[j] && snap->items[j].pid == parent) {
-                    in[i] = grew = true;
-                    n++;
-                    break;
-                }
+    for (size_t i = 0; i < n; i++) {
+        size_t depth = 0, at = i;
+        unsigned char result = OUT;
+        while (depth < n) {
+            if (state[at] != UNKNOWN) {
+                result = state[at];
+                break;
+            }
+            walk[depth++] = at;
+            const wrk_proc_t *p = &snap->items[at];
+            if (pgid > 0 && p->pgrp == pgid) {
+                result = IN;
+                break;
+            }
+            const wrk_proc_t *parent =
+                p->ppid > 0 ? wrk_procs_find (snap, p->ppid) : NULL;
+            if (!parent) break; //  OUT
+            at = (size_t)(parent - snap->items);
         }
+        for (size_t k = 0; k < depth; k++) state[walk[k]] = result;
     }
-    return n;
+    for (size_t i = 0; i < n; i++) {
+        in[i] = state[i] == IN;
+        count += in[i];
+    }
+    free (state);
+    free (walk);
+    return count;
 }
 
 uint64_t wrk_procs_tree_rss (const wrk_procs_t *snap, pid_t pgid, size_t *nprocs)
@@ -167,7 +202,15 @@ uint64_t wrk_procs_start_ticks (const char *proc_root, pid_t pid)
     return p.start_ticks;
 }
 
-int wrk_mark_value (const char *worker_id, char *out, size_t outlen)
+uint32_t wrk_mark_scope (const char *text)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)(text ? text : ""); *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+int wrk_mark_value (const char *worker_id, uint32_t scope, char *out, size_t outlen)
 {
     pid_t me = getpid ();
     uint64_t start = wrk_procs_start_ticks ("/proc", me);
@@ -178,12 +221,12 @@ int wrk_mark_value (const char *worker_id, char *out, size_t outlen)
     for (const char *p = worker_id ? worker_id : ""; *p && n + 1 < sizeof id; p++)
         id[n++] = (unsigned char)*p > 0x20 && *p != 0x7f ? *p : '_';
     id[n] = '\0';
-    int len =
-        snprintf (out, outlen, "%d.%llu.%s", (int)me, (unsigned long long)start, id);
+    int len = snprintf (out, outlen, "%d.%llu.%08x.%s", (int)me,
+                        (unsigned long long)start, (unsigned)scope, id);
     return len < 0 || (size_t)len >= outlen ? CM_E_INVALID : 0;
 }
 
-int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks)
+int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks, uint32_t *scope)
 {
     char *end;
     errno = 0;
@@ -191,10 +234,14 @@ int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks)
     if (end == value || *end != '.' || errno || p <= 0) return CM_E_INVALID;
     const char *s = end + 1;
     unsigned long long st = strtoull (s, &end, 10);
-    if (end == s || (*end != '.' && *end != '\0') || errno || st == 0)
-        return CM_E_INVALID;
+    if (end == s || *end != '.' || errno || st == 0) return CM_E_INVALID;
+    s = end + 1;
+    if (!isxdigit ((unsigned char)*s)) return CM_E_INVALID;
+    unsigned long sc = strtoul (s, &end, 16);
+    if (end - s != 8 || (*end != '.' && *end != '\0') || errno) return CM_E_INVALID;
     *pid = (pid_t)p;
     *start_ticks = st;
+    *scope = (uint32_t)sc;
     return 0;
 }
 

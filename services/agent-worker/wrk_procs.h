@@ -12,11 +12,13 @@
     descendant until its parent dies).
 
     The marker: every command's environment carries
-        CORRAL_WORKER_MARK=<worker pid>.<worker start time>.<worker id>
-    (start time in clock ticks since boot, /proc/<pid>/stat field 22), and
-    children inherit it.  A process whose marker names a worker that is no
-    longer alive (no such pid, or a pid with another start time: reused)
-    was left behind by a worker that died - an orphan.  A command that
+        CORRAL_WORKER_MARK=<worker pid>.<worker start time>.<scope>.<worker id>
+    (start time in clock ticks since boot, /proc/<pid>/stat field 22; scope
+    8 hex digits naming the stack: a hash of the session service's worker
+    endpoint), and children inherit it.  A process whose marker names a
+    worker of the same stack that is no longer alive (no such pid, or a pid
+    with another start time: reused) was left behind by a worker that
+    died - an orphan.  A command that
     scrubs its own environment (env -i) escapes recognition; that is the
     documented limit of this method (docs/limits.md).
 */
@@ -69,12 +71,16 @@ size_t wrk_procs_tree_kill_strays (const wrk_procs_t *snap, pid_t pgid, int sig)
 //  The start time of pid now (field 22), or 0 when it is gone.
 uint64_t wrk_procs_start_ticks (const char *proc_root, pid_t pid);
 
-//  The marker value for this process: "<pid>.<start>.<id>" into out.
-//  Returns 0, or CM_E_INVALID (does not fit, or no start time).
-int wrk_mark_value (const char *worker_id, char *out, size_t outlen);
+//  The scope of a stack: FNV-1a (32 bits) of text (the worker endpoint).
+uint32_t wrk_mark_scope (const char *text);
+
+//  The marker value for this process: "<pid>.<start>.<scope>.<id>" into
+//  out.  Returns 0, or CM_E_INVALID (does not fit, or no start time).
+int wrk_mark_value (const char *worker_id, uint32_t scope, char *out, size_t outlen);
 
 //  Parse a marker value.  Returns 0, or CM_E_INVALID.
-int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks);
+int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks,
+                    uint32_t *scope);
 
 //  Read the marker of pid from <proc_root>/<pid>/environ into out (the
 //  value after "CORRAL_WORKER_MARK=").  Returns 1 when found, 0 when the

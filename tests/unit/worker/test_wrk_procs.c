@@ -122,22 +122,42 @@ static void test_tree_rss_and_strays (void **state)
 static void test_mark_value_and_parse (void **state)
 {
     char mark[WRK_MARK_MAX];
-    assert_int_equal (wrk_mark_value ("w 1", mark, sizeof mark), 0);
+    uint32_t scope = wrk_mark_scope ("tcp://127.0.0.1:7703");
+    assert_int_not_equal (scope, wrk_mark_scope ("tcp://127.0.0.1:7713"));
+    assert_int_equal (wrk_mark_scope (""), 2166136261u); //  FNV-1a's basis
+    assert_int_equal (wrk_mark_value ("w 1", scope, mark, sizeof mark), 0);
     pid_t pid = 0;
     uint64_t start = 0;
-    assert_int_equal (wrk_mark_parse (mark, &pid, &start), 0);
+    uint32_t got = 0;
+    assert_int_equal (wrk_mark_parse (mark, &pid, &start, &got), 0);
     assert_int_equal (pid, getpid ());
     assert_int_equal (start, wrk_procs_start_ticks ("/proc", getpid ()));
+    assert_int_equal (got, scope);
     assert_non_null (strstr (mark, ".w_1")); //  spaces in the id become '_'
     char tiny[8];
-    assert_int_equal (wrk_mark_value ("worker", tiny, sizeof tiny), CM_E_INVALID);
-    static const char *const bad[] = {"",       "x",     "12",    "12.", "12.x",
-                                      "-3.4.w", "0.5.w", "7.0.w", "7.5x"};
+    assert_int_equal (wrk_mark_value ("worker", scope, tiny, sizeof tiny), CM_E_INVALID);
+    static const char *const bad[] = {"",
+                                      "x",
+                                      "12",
+                                      "12.",
+                                      "12.x",
+                                      "7.5",
+                                      "7.5.",
+                                      "7.5.abc",
+                                      "7.5.0000000g.w",
+                                      "7.5.123456789.w",
+                                      "-3.4.0000000a.w",
+                                      "0.5.0000000a.w",
+                                      "7.0.0000000a.w",
+                                      "7.5x.0000000a"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal (wrk_mark_parse (bad[i], &pid, &start), CM_E_INVALID);
-    assert_int_equal (wrk_mark_parse ("7.5", &pid, &start), 0);
+        assert_int_equal (wrk_mark_parse (bad[i], &pid, &start, &got), CM_E_INVALID);
+    assert_int_equal (wrk_mark_parse ("7.5.deadBEEF", &pid, &start, &got), 0);
     assert_int_equal (pid, 7);
     assert_int_equal (start, 5);
+    assert_int_equal (got, 0xdeadbeef);
+    assert_int_equal (wrk_mark_parse ("7.5.0000000a.any id", &pid, &start, &got), 0);
+    assert_int_equal (got, 10);
 }
 
 static pid_t s_spawn_env (char *const envp[])
@@ -164,12 +184,12 @@ static pid_t s_spawn_env (char *const envp[])
 
 static void test_mark_read (void **state)
 {
-    char *marked[] = {"A=1", WRK_MARK_NAME "=123.456.w1", "B=2", NULL};
+    char *marked[] = {"A=1", WRK_MARK_NAME "=123.456.0000abcd.w1", "B=2", NULL};
     char *plain[] = {"A=1", WRK_MARK_NAME "X=9", NULL};
     pid_t a = s_spawn_env (marked), b = s_spawn_env (plain);
     char out[WRK_MARK_MAX];
     assert_int_equal (wrk_mark_read ("/proc", a, out, sizeof out), 1);
-    assert_string_equal (out, "123.456.w1");
+    assert_string_equal (out, "123.456.0000abcd.w1");
     assert_int_equal (wrk_mark_read ("/proc", b, out, sizeof out), 0);
     assert_int_equal (wrk_mark_read ("/proc", 999999999, out, sizeof out), 0);
     kill (a, SIGKILL);
