@@ -12,7 +12,8 @@
 //   command, a second prompt queued visibly, Esc cancels, the queued prompt
 //   runs -> the gateway killed mid-stream and restarted: both tabs resume
 //   with no gap and no duplicate (checked against the store's events) ->
-//   reload restores the session -> 360 px has no horizontal scroll ->
+//   reload restores the session -> offline and back -> auto mode: a
+//   command's output scrolls, a plan checklist -> 360 px has no horizontal scroll ->
 //   dark theme -> close and delete a session -> sign out.
 //
 // Screenshots of the main states go to CORRAL_WEB_ARTIFACTS (web.cmake sets
@@ -149,6 +150,47 @@ try {
     check(await A.evaluate(() => localStorage.getItem("corral.key")) === KEY, "the key is kept in localStorage");
     check((await ctx.cookies()).some((c) => c.name === "corral_key" && c.httpOnly), "POST /v1/login set the HttpOnly cookie");
     await shot(A, "02-signed-in");
+
+    // ---- the renderers on hostile and pathological input ---------------------------------------
+    const hostile = await A.evaluate(async () => {
+        const { renderMarkdown } = await import("/js/markdown.js");
+        const { diffLines } = await import("/js/diff.js");
+        const inputs = [
+            "<script>window.__xss=1</script>", "<img src=x onerror=window.__xss=1>",
+            "[a](javascript:window.__xss=1)", "[a]( JaVaScRiPt:window.__xss=1 )", "[a](java\tscript:x)",
+            "[a](data:text/html,<script>x</script>)", "[a](vbscript:x)", "[a](//evil.example/x)",
+            "<javascript:window.__xss=1>", "![i](javascript:x)", "![i](https://evil.example/x.png)",
+            "```\n</code></pre><script>window.__xss=1</script>\n```", "`<b>`", "**<i>x</i>**",
+            "| a | <b>b</b> |\n|---|---|\n| <script>x</script> | [l](javascript:x) |",
+            "- [x] <img src=x onerror=window.__xss=1>\n  - nested <svg onload=window.__xss=1>",
+            "> ".repeat(400) + "deep", "[".repeat(5000), "*".repeat(10000), "_".repeat(10000) + "x",
+            "- ".repeat(300) + "x", "`".repeat(3000), "a **b *c ~~d [e](f) g~~ h* i** j\n".repeat(300),
+            "https://a.example/?q=<script>&x=\"onmouseover=1", "\\<b>escaped\\</b>",
+        ];
+        const allowed = new Set(["P", "BR", "H1", "H2", "H3", "H4", "H5", "H6", "PRE", "CODE", "BLOCKQUOTE", "UL", "OL", "LI",
+            "INPUT", "A", "SPAN", "STRONG", "EM", "DEL", "HR", "DIV", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD"]);
+        const bad = [];
+        let slowest = 0;
+        for (const text of inputs) {
+            const t0 = performance.now();
+            const box = document.createElement("div");
+            box.append(renderMarkdown(text));
+            slowest = Math.max(slowest, performance.now() - t0);
+            for (const el of box.querySelectorAll("*")) {
+                if (!allowed.has(el.tagName)) bad.push(`${el.tagName} from ${text.slice(0, 40)}`);
+                for (const a of el.attributes) {
+                    if (/^on/i.test(a.name) || a.name === "style" || a.name === "src") bad.push(`${a.name} from ${text.slice(0, 40)}`);
+                    if (a.name === "href" && !/^(https?:|mailto:|[^:]*$)/i.test(a.value)) bad.push(`href ${a.value}`);
+                    if (a.name === "href" && a.value.startsWith("//")) bad.push(`href ${a.value}`);
+                }
+            }
+        }
+        const d = diffLines("a\nb\nc\n", "a\nB\nc\nd\n").map((o) => o.op + o.text).join(",");
+        return { bad, slowest, xss: window.__xss, d };
+    });
+    check(hostile.bad.length === 0 && hostile.xss === undefined, "hostile Markdown makes no elements, attributes or links beyond the safe set", hostile.bad);
+    check(hostile.slowest < 1500, "pathological Markdown renders quickly", `${Math.round(hostile.slowest)} ms`);
+    check(hostile.d === " a,-b,+B, c,+d", "the line diff", hostile.d);
 
     // ---- a new session from the dialog --------------------------------------------------------
     await A.click("#new-session");
@@ -337,18 +379,46 @@ try {
     check(await A.locator(".card.perm[data-winner=here]").count() === 3 && await A.locator(".card.perm[data-winner=elsewhere]").count() === 1,
         "after reload the tab still knows which answers were its own");
 
+    // ---- offline and back --------------------------------------------------------------------
+    await ctx.setOffline(true);
+    await A.locator("#conn[data-state=offline]").waitFor({ timeout: W });
+    check(/Offline/.test(await A.textContent("#conn-text")), "the page says it is offline");
+    await ctx.setOffline(false);
+    await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+    await B.locator("#conn[data-state=connected]").waitFor({ timeout: W });
+
+    // ---- auto mode: a command's output, then a plan ----------------------------------------
+    await A.selectOption("#s-mode", "auto");
+    await until("the mode switched on the server", async () => JSON.parse((await rest(`/v1/sessions/${sid}`)).text).mode === "auto");
+    await send(A, "list files");
+    await turnEnded(A, nTurns + 1);
+    const listTurn = turns(A).nth(nTurns);
+    check(await listTurn.locator(".card.perm").count() === 0, "auto mode runs the command without asking");
+    const out = listTurn.locator(".card.tool[data-kind=execute] pre.output");
+    check((await out.textContent()).includes("line 60"), "the command output is shown");
+    check(await out.evaluate((el) => el.scrollHeight > el.clientHeight && getComputedStyle(el).overflowY === "auto"), "long output scrolls in its own monospace block");
+    await send(A, "plan");
+    await turnEnded(A, nTurns + 2);
+    const plan = turns(A).nth(nTurns + 1).locator(".card.plan");
+    check(await plan.locator("li").count() === 3, "the plan is a checklist");
+    check((await plan.locator(".plan-head").textContent()).includes("1 of 3 done"), "the plan says how far it is");
+    check(await plan.locator("li").nth(0).getAttribute("class") === "plan-completed" &&
+        await plan.locator("li").nth(1).getAttribute("class") === "plan-in_progress", "entries carry their status");
+    await plan.scrollIntoViewIfNeeded();
+    await shot(A, "10-output-and-plan");
+
     // ---- 360 px -------------------------------------------------------------------------------
     await A.setViewportSize({ width: 360, height: 760 });
     await A.locator("#menu").waitFor({ state: "visible" });
     let sw = await noHorizontalScroll(A);
     check(sw.doc <= 360 && sw.body <= 360 && sw.log <= 0, "no horizontal scroll at 360 px", sw);
     await editCard.scrollIntoViewIfNeeded();
-    await shot(A, "10-mobile-360");
+    await shot(A, "11-mobile-360");
     await A.click("#menu");
     await A.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
     sw = await noHorizontalScroll(A);
     check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
-    await shot(A, "11-mobile-sessions-drawer");
+    await shot(A, "12-mobile-sessions-drawer");
     await A.keyboard.press("Escape");
     await A.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
     await A.setViewportSize({ width: 1280, height: 860 });
@@ -358,7 +428,7 @@ try {
     const bg = await A.evaluate(() => getComputedStyle(document.body).backgroundColor);
     const lum = bg.match(/\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0) / 3;
     check(lum < 60, "the dark theme follows the system", bg);
-    await shot(A, "12-dark");
+    await shot(A, "13-dark");
     await A.click("#theme"); // auto -> light
     check(await A.evaluate(() => document.documentElement.dataset.theme) === "light", "the theme button overrides the system");
     await A.click("#theme"); // light -> dark

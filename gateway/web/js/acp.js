@@ -43,7 +43,19 @@ export class AcpConnection extends EventTarget {
         this.stopped = false;
         this.authFailed = false;
         this.onOnline = () => { if (this.state === "offline") this.connectNow(); };
-        this.onOffline = () => { if (this.state !== "connected") this.setStatus("offline"); };
+        // Offline: the socket is as good as dead (it may take a minute of
+        // missed pings to notice); close it and wait for the "online" event.
+        this.onOffline = () => {
+            if (this.stopped) return;
+            const ws = this.ws;
+            this.ws = null; // its close event, whenever it comes, is ignored
+            if (ws) {
+                ws.close(4001, "offline");
+                this.failPending("disconnected", "the browser is offline");
+            }
+            clearTimeout(this.retryTimer);
+            this.setStatus("offline");
+        };
         window.addEventListener("online", this.onOnline);
         window.addEventListener("offline", this.onOffline);
     }
@@ -111,7 +123,7 @@ export class AcpConnection extends EventTarget {
                 else if (ws.readyState === 1) ws.close(4000, "initialize failed");
             }
         };
-        ws.onmessage = (ev) => this.onMessage(ev.data);
+        ws.onmessage = (ev) => { if (this.ws === ws) this.onMessage(ev.data); };
         ws.onclose = (ev) => {
             if (this.ws !== ws) return;
             this.ws = null;

@@ -401,8 +401,7 @@ function onNotification(method, params) {
     const meta = params._meta || {};
     if (method === "_corral/session/state") {
         o.state = params.state;
-        drawHeader();
-        drawSessions();
+        uiSoon();
         if (!RUNNING.has(o.state)) flushQueue();
     } else if (method === "_corral/session/event") {
         const ev = params.event || {};
@@ -412,11 +411,11 @@ function onNotification(method, params) {
         const u = params.update || {};
         if (u.sessionUpdate === "current_mode_update" && u.currentModeId) {
             o.info = { ...(o.info || {}), mode: u.currentModeId };
-            drawHeader();
+            uiSoon();
         }
         if (u.sessionUpdate === "session_info_update" && u.title) {
             o.info = { ...(o.info || {}), title: u.title };
-            drawHeader();
+            uiSoon();
         }
         if (u.sessionUpdate === "user_message_chunk" && meta.turnId && meta.turnId !== o.lastUserTurn) {
             o.lastUserTurn = meta.turnId;
@@ -560,8 +559,11 @@ async function sendPrompt(item) {
             // the turn goes on without us; after re-attaching we know whether it started
             if (item.state === "sending") item.state = "resend";
         } else if (e.code === E.BUSY || e.code === E.RATE || e.code === E.UNAVAILABLE) {
+            // stays queued, with the server's reason; tried again shortly (or
+            // when the running turn ends)
             item.state = "queued";
             item.note = e.message;
+            setTimeout(flushQueue, Math.min(10_000, Math.max(1000, Number(e.data?.retryAfterMs) || 0)));
         } else if (e.code === E.CANCELLED || (e.code === -32009 || e.code === -32010)) {
             removeItem(item); // the turn ended (cancelled / failed): its footer says so
         } else {
@@ -597,7 +599,19 @@ function matchQueued(turnId, text) {
 function onTurnEnded(turnId) {
     const item = openQueue().find((q) => q.turnId === turnId);
     if (item) removeItem(item);
-    refreshSessions();
+    refreshSoon();
+}
+
+// A replay of a long history sends many events at once: the header, the
+// sidebar and the REST list are redrawn once per burst, not per event.
+let uiTimer = null, refreshTimer = null;
+function uiSoon() {
+    if (uiTimer) return;
+    uiTimer = setTimeout(() => { uiTimer = null; drawHeader(); drawSessions(); }, 50);
+}
+function refreshSoon() {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refreshSessions, 400);
 }
 
 // After a drop: prompts whose turn never showed up are sent again (same
@@ -775,7 +789,7 @@ function boot() {
         remember: rememberAnswer,
         remembered: rememberedAnswer,
         turnEnded: onTurnEnded,
-        usage: () => drawHeader(),
+        usage: uiSoon,
     });
     $("signin-form").addEventListener("submit", signIn);
     $("theme").addEventListener("click", cycleTheme);

@@ -248,6 +248,9 @@ export class Conversation {
                     const cut = text.indexOf("\n--- a/");
                     if (cut !== -1) text = text.slice(0, cut).trimEnd();
                     c.body.append(h("div.tool-summary", { text }));
+                } else if (c.kind === "think") {
+                    // update_plan's result repeats the plan, which has its own card
+                    c.body.append(h("details.raw-input", h("summary", { text: "Result" }), h("pre.output", { text })));
                 } else {
                     c.body.append(h("pre.output", { tabindex: "0", "aria-label": "output", text }));
                 }
