@@ -24,6 +24,7 @@
 #define BACKOFF_MAX_MS    5000
 #define RETRY_STARTING_MS 500   //  after -32011 "starting"
 #define FLUSH_MAX_MS      10000 //  cli_ws_stop waits this long for the queue
+#define PING_SECS         30    //  default of CORRAL_WS_PING
 #define ERR_STARTING      -32011
 #define ERR_EXPIRED       -32008
 #define AUTH_MAX          (16 + 256) //  "Bearer " and a key (cli_target.h)
@@ -88,6 +89,7 @@ struct cli_ws {
     bool stopping, done, destroying;
     int rc;
 
+    lws_retry_bo_t idle_policy; //  ping after silence, hang up after more
     lws_sorted_usec_list_t sul_connect, sul_hs, sul_flush, sul_user;
     void (*user_fn) (cli_ws_t *ws, void *arg);
 };
@@ -210,6 +212,7 @@ static void s_connect (cli_ws_t *self)
     i.local_protocol_name = "corral";
     i.ietf_version_or_minus_one = -1;
     i.pwsi = &self->wsi;
+    i.retry_and_idle_policy = &self->idle_policy;
     self->attempt = true;
     self->close_code = 0;
     self->close_why[0] = '\0';
@@ -598,6 +601,22 @@ cli_ws_t *cli_ws_new (const cli_ws_opts_t *opts, char *err, size_t errlen)
     }
     snprintf (self->path, sizeof self->path, "/%s", path ? path : "");
 
+    //  A peer that went away without a FIN (a crashed host, a dropped
+    //  route) is noticed by pinging after PING_SECS of silence and hanging
+    //  up when nothing came back for 2.5 times that.
+    long ping = PING_SECS;
+    const char *env = getenv ("CORRAL_WS_PING");
+    if (env && *env) {
+        char *end;
+        ping = strtol (env, &end, 10);
+        if (*end || ping < 1 || ping > 3600) {
+            snprintf (err, errlen,
+                      "CORRAL_WS_PING must be seconds from 1 to 3600, not '%s'", env);
+            goto fail;
+        }
+    }
+    self->idle_policy.secs_since_valid_ping = (uint16_t)ping;
+    self->idle_policy.secs_since_valid_hangup = (uint16_t)(ping * 5 / 2 + 1);
     lws_set_log_level (0, NULL);
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
@@ -814,6 +833,12 @@ int cli_ws_respond (cli_ws_t *self, const json_t *id, json_t *result)
     if (msg && result) json_object_set (msg, "result", result);
     json_decref (result);
     return s_send_json (self, msg);
+}
+
+int cli_ws_respond_error (cli_ws_t *self, const json_t *id, int code, const char *message)
+{
+    return s_send_json (self, json_pack ("{s:s,s:O,s:{s:i,s:s}}", "jsonrpc", "2.0", "id",
+                                         id, "error", "code", code, "message", message));
 }
 
 void cli_ws_watch (cli_ws_t *self, const char *session_id, int64_t after_seq,

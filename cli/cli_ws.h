@@ -157,6 +157,10 @@ int cli_ws_notify (cli_ws_t *self, const char *method, json_t *params);
 //  Answer a request of the gateway's; result is taken.  Returns 0 or -1.
 int cli_ws_respond (cli_ws_t *self, const json_t *id, json_t *result);
 
+//  Answer a request of the gateway's with a JSON-RPC error.  Returns 0 or -1.
+int cli_ws_respond_error (cli_ws_t *self, const json_t *id, int code,
+                          const char *message);
+
 //  Watch a session: from now on, and after every reconnection, attach it
 //  from the last seq seen (initially after_seq) within epoch (NULL = any;
 //  the gateway's answer fills it in).  If connected and ready, attaches at

@@ -89,6 +89,7 @@ typedef struct {
     bool turn;     //  a prompt of ours is running
     bool turn_req; //  its request is pending on this connection
     bool cancel_sent;
+    bool cancel_pending; //  Ctrl-C while disconnected: cancel on reconnecting
     char *turn_text;
     char idem[40];
     json_int_t tokens_in, tokens_out;
@@ -389,7 +390,7 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
 
 static void s_end_turn (chat_t *c)
 {
-    c->turn = c->turn_req = c->cancel_sent = false;
+    c->turn = c->turn_req = c->cancel_sent = c->cancel_pending = false;
     free (c->turn_text);
     c->turn_text = NULL;
     if (c->eof) {
@@ -649,7 +650,11 @@ static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
     if (sid && c->sid && strcmp (sid, c->sid)) return;
     bool live = c->ready;
     if (id) {
-        if (!strcmp (method, "session/request_permission")) on_permission (c, id, params);
+        if (!strcmp (method, "session/request_permission"))
+            on_permission (c, id, params);
+        else //  we offered no fs or terminal capabilities
+            cli_ws_respond_error (ws, id, -32601,
+                                  "corral chat does not serve this method");
         fflush (stdout);
         return;
     }
@@ -750,8 +755,14 @@ static void on_ready_ (cli_ws_t *ws, const json_t *attach, void *arg)
         if (c->cfg->mode) s_set_mode (c, c->cfg->mode);
     }
     //  Our prompt's answer was lost with the connection: ask again with
-    //  the same idempotency key (joins the turn, or gets its outcome).
+    //  the same idempotency key (joins the turn, or gets its outcome).  A
+    //  Ctrl-C pressed meanwhile cancels whatever that is: the cancel goes
+    //  after the prompt, the gateway takes them in order.
     if (c->turn && !c->turn_req) s_send_prompt (c);
+    if (c->cancel_pending) {
+        c->cancel_pending = false;
+        cli_ws_notify (ws, "session/cancel", json_pack ("{s:s}", "sessionId", c->sid));
+    }
     s_show_prompt (c);
 }
 
@@ -816,6 +827,12 @@ static bool on_drop (cli_ws_t *ws, int code, const char *why, bool was_open, int
 static void on_signal_ (cli_ws_t *ws, int signo, void *arg)
 {
     chat_t *c = arg;
+    if (signo == SIGINT && s_busy (c) && !c->cancel_sent && c->sid && !c->ready) {
+        c->cancel_sent = c->cancel_pending = true;
+        s_note (c, C_YELLOW,
+                "cancelling the turn once reconnected (Ctrl-C again leaves)");
+        return;
+    }
     if (signo == SIGINT && s_busy (c) && !c->cancel_sent && c->sid && c->ready) {
         c->cancel_sent = true;
         cli_ws_notify (ws, "session/cancel", json_pack ("{s:s}", "sessionId", c->sid));

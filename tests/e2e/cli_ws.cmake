@@ -5,8 +5,9 @@
 #                       0 when stdin closes (cli_acp_bridge.test.mjs)
 #   e2e_cli_ws          tail (--after N, JSON and text, across a gateway
 #                       restart, no gap or duplicate), the bridge's edges
-#                       (pipelining, bad lines, the gateway dying), and
-#                       chat in tmux (test_cli_ws.py)
+#                       (pipelining, bad lines, backpressure, the gateway
+#                       dying), wss:// with --ca-file, and chat in tmux
+#                       (test_cli_ws.py)
 find_program(CORRAL_NODE node)
 if(CORRAL_NODE)
   add_test(NAME e2e_cli_acp_bridge

@@ -8,7 +8,8 @@ whole stack (corral_stack.py), each as a real process:
           resumes: no gap, no duplicate (checked against the REST history
           and a fresh --no-follow replay); --after past the end, an unknown
           session, no key, an unreachable gateway: clear errors and exit
-          codes 1, 3, 2, 4.
+          codes 1, 3, 2, 4; a peer that goes silent (no pong) is dropped
+          after CORRAL_WS_PING.
   bridge  `corral acp` edges: 300 pipelined requests all answered once; a
           line that is not JSON gets the gateway's -32700; 64
           messages of 512 KB pass through the bounded queue (stdin paused
@@ -21,7 +22,8 @@ whole stack (corral_stack.py), each as a real process:
           appears; Ctrl-C during a long command (sleep 30) cancels the
           turn; a gateway restart mid-answer is survived: reconnected,
           resumed, every piece of the answer shown exactly once; Ctrl-C
-          at the prompt leaves with exit 0.
+          while the gateway is down cancels the turn once reconnected;
+          Ctrl-C at the prompt leaves with exit 0.
 
 usage: test_cli_ws.py BUILD_DIR [tail|bridge|tls|chat ...]   (default: all)
 """
@@ -57,10 +59,32 @@ SCRIPT = {"rules": [
     #  120 pieces "p000 " ... "p119 ", one per chunk, 30 ms apart (~3.6 s).
     {"name": "slow", "match": "slow stream", "chunk_delay_ms": 30,
      "responses": [[{"text": "".join("p%03d " % i for i in range(SLOW_PIECES)), "chunks": SLOW_PIECES}]]},
+    #  100 pieces "c000 " ... 100 ms apart (10 s): cancelled midway.
+    {"name": "crawl", "match": "crawl", "chunk_delay_ms": 100,
+     "responses": [[{"text": "".join("c%03d " % i for i in range(100)), "chunks": 100}]]},
     {"name": "brief", "match": "brief", "chunk_delay_ms": 5,
      "responses": [[{"text": "A brief answer in ten chunks!!", "chunks": 10}]]},
     {"name": "default", "match": "*", "responses": [[{"text": "ok"}]]},
 ]}
+
+
+#  Accepts one WebSocket upgrade, then never says anything (no pong either).
+SILENT_SERVER = r"""
+import base64, hashlib, socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+req = b""
+while b"\r\n\r\n" not in req:
+    req += c.recv(4096)
+key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+time.sleep(60)
+"""
 
 
 class Fail(Exception):
@@ -184,6 +208,19 @@ class T:
         check(r.returncode == 2 and "which session" in r.stderr, "tail without a session: exit 2", r.stderr)
         r = self.run_tail("--help")
         check(r.returncode == 0 and "--after" in r.stdout, "tail --help")
+
+        # A peer that stops answering (not even pongs) is noticed.
+        silent = subprocess.Popen(["/usr/bin/python3", "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(silent.stdout.readline())
+            t0 = time.time()
+            r = self.run_tail(sid, "--url", "ws://127.0.0.1:%d/acp" % port, CORRAL_WS_PING="1")
+            check(r.returncode == 4 and time.time() - t0 < 8,
+                  "tail: a gateway gone silent is dropped after the ping timeout (CORRAL_WS_PING=1: %.1f s)"
+                  % (time.time() - t0), r.stderr)
+        finally:
+            silent.kill()
+            silent.wait()
 
         # Live, across a gateway restart mid-turn.
         start = stored[-1]["seq"]
@@ -446,6 +483,19 @@ class T:
             found = re.findall(r"p(\d{3}) ", joined)
             check([int(x) for x in found] == list(range(SLOW_PIECES)),
                   "chat: every piece of the answer shown exactly once across the restart", found)
+
+            # Ctrl-C while the gateway is down: the cancel goes once reconnected.
+            mark = len(pane())
+            t("send-keys", "-t", name, "Please crawl", "Enter")
+            wait_pane(r"c005 ", 10, after=mark)
+            self.stack.svc.kill("gateway", signal.SIGKILL)
+            wait_pane(r"reconnecting in", 10, after=mark)
+            t("send-keys", "-t", name, "C-c")
+            wait_pane(r"cancelling the turn once reconnected", 5, after=mark)
+            self.stack.start_gateway()
+            wait_pane(r"\(turn ended: cancelled\)", 15, after=mark)
+            wait_pane(r"\n> ?$", 5, after=mark)
+            check("c099" not in pane()[mark:], "chat: Ctrl-C while disconnected cancelled the turn once reconnected")
 
             # Ctrl-C at the prompt leaves.
             t("send-keys", "-t", name, "C-c")
