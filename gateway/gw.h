@@ -280,7 +280,7 @@ struct gw_server {
     struct proto_beat *beat; //  our heartbeat (gw_metrics.c fills it)
     struct {                 //  the monitor's last readiness answer (gw_metrics.c)
         bool known, ready;
-        char reason[128];
+        char reason[192];
         int64_t at_ms; //  monotonic
     } monitor_health;
     uint64_t corr;

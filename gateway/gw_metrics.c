@@ -50,10 +50,16 @@ void gw_health_live (gw_server_t *self, gw_conn_t *conn)
     json_decref (r);
 }
 
-//  Add a reason (once: the store's absence is seen by two probes).
+//  Add a reason, once: the store's absence is seen by two probes, one of
+//  which may say more ("store unreachable (...)"); the phrase before a
+//  parenthesis or a colon decides.
 static void why (gw_http_t *h, const char *text)
 {
-    if (strstr (h->why, text)) return;
+    size_t key = strcspn (text, "(:");
+    while (key && text[key - 1] == ' ') key--;
+    char phrase[96];
+    snprintf (phrase, sizeof phrase, "%.*s", (int)key, text);
+    if (*phrase && strstr (h->why, phrase)) return;
     size_t len = strlen (h->why);
     snprintf (h->why + len, sizeof h->why - len, "%s%s", len ? "; " : "", text);
 }

@@ -114,7 +114,7 @@ typedef struct gw_http {
     //  readiness probes
     int probes_ok, probes_failed;
     unsigned probes_pending; //  GW_PROBE_* bits not answered yet (gw_metrics.c)
-    char why[160];
+    char why[320];
 } gw_http_t;
 
 #define GW_STATIC_MIMES 12

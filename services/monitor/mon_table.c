@@ -349,22 +349,37 @@ double mon_inst_value (const mon_inst_t *inst, const char *name, double def)
 
 bool mon_ready (const mon_table_t *t, int64_t now, const char **reason)
 {
-    bool store = false, session = false;
+    bool store = false, session = false, store_seen = false, session_seen = false;
     double workers = 0;
     for (size_t i = 0; i < t->count; i++) {
         const mon_inst_t *inst = t->insts[i];
+        bool is_store = strcmp (inst->service, "store") == 0;
+        bool is_session = strcmp (inst->service, "session") == 0;
+        store_seen |= is_store;
+        session_seen |= is_session;
         if (!mon_inst_alive (inst, now)) continue;
-        if (strcmp (inst->service, "store") == 0) store = true;
-        if (strcmp (inst->service, "session") == 0) {
+        store |= is_store;
+        if (is_session) {
             session = true;
             double w = mon_inst_value (inst, "corral_session_workers_connected", 0);
             if (w > workers) workers = w;
         }
     }
-    *reason = !store            ? "store unreachable"
-              : !session        ? "session service unreachable"
-              : !(workers >= 1) ? "no worker connected"
-                                : NULL;
+    //  Never heard of at all is worth saying: it is also what a heartbeat
+    //  endpoint set differently in the service and here looks like.
+    *reason = NULL;
+    if (!store)
+        *reason = store_seen
+                      ? "store unreachable"
+                      : "store unreachable (no heartbeat from corral-store has "
+                        "reached corral-monitor; check CORRAL_MONITOR_IN_ENDPOINT)";
+    else if (!session)
+        *reason = session_seen ? "session service unreachable"
+                               : "session service unreachable (no heartbeat from "
+                                 "corral-session has reached corral-monitor; check "
+                                 "CORRAL_MONITOR_IN_ENDPOINT)";
+    else if (!(workers >= 1))
+        *reason = "no worker connected";
     return *reason == NULL;
 }
 
