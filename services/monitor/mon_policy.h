@@ -45,9 +45,13 @@
 
     Knowing the sessions: events from the moment the SUB connects, and a
     census (monitor.census, paged) at start, whenever the SUB (re)connects
-    (the session service restarted), and every census interval.  A session
-    first seen by an event of its own is opened at its UUIDv7's time until
-    the census says otherwise.
+    (the session service restarted), and every census interval.  A census
+    page is newer than every event that came before the census began, so
+    it replaces what they said (state, running turn, last activity) -
+    except for a session that had an event since the census began; and a
+    tracked session no page lists, with no event since, is forgotten
+    (closed or deleted meanwhile).  A session first seen by an event of
+    its own is opened at its UUIDv7's time until the census says otherwise.
 */
 #ifndef MON_POLICY_H
 #define MON_POLICY_H

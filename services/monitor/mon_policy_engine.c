@@ -337,12 +337,17 @@ void mon_policy_engine_census_entry (mon_policy_engine_t *self,
         t->opened_ms = e->opened_ms;
         t->opened_known = true;
     }
-    //  The rest only for a session the events have not told us about: the
-    //  census page may be older than an event that overtook it.
-    if (!fresh) return;
+    //  The page was made after the census began: it is newer than every
+    //  event before that, but an event since may be newer than the page.
+    if (t->event_gen == self->census_gen) return;
     snprintf (t->state, sizeof t->state, "%s", e->state);
-    if (e->active_ms > 0 && e->active_ms < now) t->active_ms = e->active_ms;
-    if (!cm_uuid_is_nil (&e->turn)) turn_begin (t, &e->turn, now); //  silence from now
+    if (e->active_ms > 0 && e->active_ms <= now && (fresh || e->active_ms > t->active_ms))
+        t->active_ms = e->active_ms;
+    bool has_turn = !cm_uuid_is_nil (&e->turn);
+    if (has_turn && (!t->turn_live || memcmp (&t->turn, &e->turn, sizeof e->turn) != 0))
+        turn_begin (t, &e->turn, now); //  its silence counts from now
+    else if (!has_turn && t->turn_live)
+        turn_end (t); //  it ended while we did not listen (a restart)
 }
 
 void mon_policy_engine_census_end (mon_policy_engine_t *self)

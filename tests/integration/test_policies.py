@@ -11,7 +11,9 @@ corral-monitor with tiny limits; a SUB on the events sees what clients see.
             command and a stalled model stream are warned, then cancelled
   idle      --session-idle-timeout 2s: a session idle after its turn is
             hibernated (and sessions made before the monitor started, from
-            its census); a prompt resumes it with its whole history
+            its census); a prompt resumes it with its whole history; a turn
+            interrupted by a restart of corral-session is not taken for a
+            running one (the census after the reconnect)
   duration  --session-max-duration 5s (--close-grace 3s on the session
             service): a warning with the time left, then the close; a
             running turn that ends within the grace ends normally before
@@ -302,6 +304,20 @@ def main():
         body = json.dumps(reqs[-1]["body"]["messages"])
         check("hello" in body and "Hello there, friend." in body and "say something" in body,
               "the model got the whole history")
+
+        # The session service is killed during a turn: its restart ends the
+        # turn "interrupted" before the monitor listens again; the census the
+        # monitor takes on reconnecting tells it, and the session is idle.
+        rs = new_session("restart")
+        prompt_send(rs, "stall there", "r1")
+        wait_event(rs, "turn started", lambda e: "worker" in e, 10)
+        svc.kill("session")
+        svc.start("session", ["--close-grace", "3s", "--log-level", "debug"])
+        t_restart = time.time()
+        client = Client(svc.ep["client"])  # a fresh connection; the old one waits for nothing
+        th, _ = wait_event(rs, "hibernation after the restart", state_is("hibernated"), 20)
+        check(th - t_restart < 10, "after a session service restart mid-turn, the session "
+              "is known idle and hibernated (%.1fs)" % (th - t_restart))
 
         # ---------------------------------------------------------------
         print("-- max duration (corral-monitor --session-max-duration 5s)", flush=True)

@@ -466,6 +466,36 @@ static void test_census (void **state_)
     mon_policy_engine_destroy (&e);
 }
 
+static void test_census_repairs_missed_events (void **state_)
+{
+    //  The session service restarted during a turn: its "interrupted"
+    //  turn_ended went out before we listened again.  The census says there
+    //  is no turn, so the session can be idle again.
+    mon_policy_engine_t *e = engine (0, 60 * SEC, 0, 0);
+    cm_uuid_t s = uid (1), t = uid (2), s2 = uid (3), t2 = uid (4);
+    created (e, s, T0);
+    turn_start (e, s, t, T0);
+    created (e, s2, T0);
+    turn_start (e, s2, t2, T0);
+    none (e, T0 + 100 * SEC);
+    mon_policy_engine_census_begin (e);
+    proto_census_entry_t es = {
+        .id = s, .state = "idle", .opened_ms = T0, .active_ms = T0 + 100 * SEC};
+    proto_census_entry_t es2 = {
+        .id = s2, .state = "idle", .opened_ms = T0, .active_ms = T0 + 100 * SEC};
+    ev (e, PROTO_EV_AGENT_MESSAGE, s2, t2, T0 + 100 * SEC); //  newer than the page
+    mon_policy_engine_census_entry (e, &es, T0 + 100 * SEC);
+    mon_policy_engine_census_entry (e, &es2, T0 + 100 * SEC);
+    mon_policy_engine_census_end (e);
+    none (e, T0 + 159 * SEC);
+    mon_policy_action_t out[4];
+    size_t n = mon_policy_engine_tick (e, T0 + 160 * SEC, out, 4);
+    assert_int_equal (n, 1); //  s only: s2's event since the census began wins
+    assert_memory_equal (&out[0].session, &s, sizeof s);
+    assert_int_equal (out[0].kind, MON_ACT_IDLE_HIBERNATE);
+    mon_policy_engine_destroy (&e);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +512,7 @@ int main (void)
         cmocka_unit_test (test_silence_not_while_awaiting_permission),
         cmocka_unit_test (test_turn_seen_mid_way),
         cmocka_unit_test (test_census),
+        cmocka_unit_test (test_census_repairs_missed_events),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
