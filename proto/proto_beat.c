@@ -66,8 +66,11 @@ proto_beat_t *proto_beat_new (const char *endpoint, const char *service,
             free (self);
             return NULL;
         }
-        int linger = 0;
+        //  No linger (a stale beat is worthless), and a missing monitor is
+        //  retried with backoff up to once a second, not ten times.
+        int linger = 0, ivl_max = 1000;
         zmq_setsockopt (self->pub, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt (self->pub, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
         if (cm_zmq_connect (self->pub, endpoint)) {
             cm_warn ("heartbeats to %s are off: the endpoint cannot be used", endpoint);
             cm_zmq_close (&self->pub);
