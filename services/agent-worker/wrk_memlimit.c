@@ -26,6 +26,7 @@
     can allocate beyond the limit; the interval bounds that overshoot.
 */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,4 +93,30 @@ void wrk_memlimit_tick (wrk_server_t *self, int64_t now)
         if (rss > t->mem_peak) t->mem_peak = rss;
         if (rss > (uint64_t)limit) over_limit (self, t, rss, nprocs);
     }
+}
+
+void wrk_memlimit_result (wrk_turn_t *t, wrk_tool_result_t *r)
+{
+    //  wrk_exec_result ends the output with the status "[cancelled]" (the
+    //  kill went through wrk_exec_cancel): say what really happened.
+    char status[512];
+    snprintf (status, sizeof status, "[%s; the command's processes were killed]",
+              t->mem_msg);
+    const char *out = r->content ? r->content : "";
+    const char *cut = NULL;
+    for (const char *p = strstr (out, "[cancelled]"); p;
+         p = strstr (p + 1, "[cancelled]"))
+        cut = p;
+    size_t keep = cut ? (size_t)(cut - out) : strlen (out);
+    char *text = NULL;
+    if (asprintf (&text, "%.*s%s%s%s", (int)keep, out,
+                  keep && out[keep - 1] != '\n' ? "\n" : "", status,
+                  cut ? cut + strlen ("[cancelled]") : "") < 0)
+        text = NULL;
+    wrk_tool_result_free (r);
+    if (text) {
+        r->content = text;
+        r->is_error = true;
+    } else
+        wrk_tool_result_error (r, status);
 }

@@ -7,20 +7,21 @@
     with -9 or crashes.
 
     Recognition, by an environment marker (wrk_procs.h): each worker
-    incarnation puts CORRAL_WORKER_MARK=<pid>.<start time>.<scope>.<worker
-    id> in the environment of every command it runs, and children inherit
-    it.  A sweep - at start, then every cfg->orphan_sweep_ms (default 10 s)
-    - reads /proc/<pid>/environ of every process it may read (same user) and
-    kills each process whose marker names a worker of the same stack (scope:
-    a hash of the session service's worker endpoint) that is no longer alive
-    (the pid is gone, or has another start time).  So any worker of a stack
-    cleans up after any dead one of that stack on its host, other stacks on
-    the host (another deployment, a test run) are left to their own
-    workers, a live worker's commands are never touched, and the pid +
-    start time pair cannot be fooled by pid reuse.  Why not a pid file in a state directory: the
-    worker has none (it is stateless by design), a pid file cannot see the
-    grandchildren, and a recorded pid may have been reused by the time it is
-    read.
+    incarnation puts CORRAL_WORKER_MARK=m1.<pid>.<start time>.<scope>.<id>
+    in the environment of every command it runs, and children inherit it.
+    A sweep - at start, then every cfg->orphan_sweep_ms (default 10 s) -
+    reads /proc/<pid>/environ of every process it may read (same user) and
+    kills each process whose marker names a worker of the same stack
+    (scope: a hash of the session service's worker endpoint) that is no
+    longer alive (the pid is gone, or has another start time).  So any
+    worker of a stack cleans up after any dead one of that stack on its
+    host; other stacks on the host (another deployment, a test run) are
+    left to their own workers; a live worker's commands are never touched;
+    the pid + start time pair cannot be fooled by pid reuse.
+
+    Why not a pid file in a state directory: the worker has none (it is
+    stateless by design), a pid file cannot see the grandchildren, and a
+    recorded pid may have been reused by the time it is read.
 
     Each orphan gets SIGKILL to its process group (when the group's leader
     is itself an orphan of the same dead worker, so no live process group

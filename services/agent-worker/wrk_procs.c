@@ -221,7 +221,7 @@ int wrk_mark_value (const char *worker_id, uint32_t scope, char *out, size_t out
     for (const char *p = worker_id ? worker_id : ""; *p && n + 1 < sizeof id; p++)
         id[n++] = (unsigned char)*p > 0x20 && *p != 0x7f ? *p : '_';
     id[n] = '\0';
-    int len = snprintf (out, outlen, "%d.%llu.%08x.%s", (int)me,
+    int len = snprintf (out, outlen, WRK_MARK_VERSION "%d.%llu.%08x.%s", (int)me,
                         (unsigned long long)start, (unsigned)scope, id);
     return len < 0 || (size_t)len >= outlen ? CM_E_INVALID : 0;
 }
@@ -230,6 +230,9 @@ int wrk_mark_parse (const char *value, pid_t *pid, uint64_t *start_ticks, uint32
 {
     char *end;
     errno = 0;
+    if (strncmp (value, WRK_MARK_VERSION, strlen (WRK_MARK_VERSION)) != 0)
+        return CM_E_INVALID;
+    value += strlen (WRK_MARK_VERSION);
     long p = strtol (value, &end, 10);
     if (end == value || *end != '.' || errno || p <= 0) return CM_E_INVALID;
     const char *s = end + 1;

@@ -12,7 +12,7 @@
     descendant until its parent dies).
 
     The marker: every command's environment carries
-        CORRAL_WORKER_MARK=<worker pid>.<worker start time>.<scope>.<worker id>
+        CORRAL_WORKER_MARK=m1.<worker pid>.<worker start time>.<scope>.<worker id>
     (start time in clock ticks since boot, /proc/<pid>/stat field 22; scope
     8 hex digits naming the stack: a hash of the session service's worker
     endpoint), and children inherit it.  A process whose marker names a
@@ -30,10 +30,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define WRK_PROCS_MAX   65536 //  processes in one snapshot at most
-#define WRK_MARK_NAME   "CORRAL_WORKER_MARK"
-#define WRK_MARK_MAX    256        //  bytes of a marker value
-#define WRK_ENVIRON_MAX (1u << 20) //  bytes of /proc/<pid>/environ read
+#define WRK_PROCS_MAX    65536 //  processes in one snapshot at most
+#define WRK_MARK_NAME    "CORRAL_WORKER_MARK"
+#define WRK_MARK_VERSION "m1." //  format tag: a marker of another format is never judged
+#define WRK_MARK_MAX     256   //  bytes of a marker value
+#define WRK_ENVIRON_MAX  (1u << 20) //  bytes of /proc/<pid>/environ read
 
 typedef struct {
     pid_t pid, ppid, pgrp;
@@ -74,7 +75,7 @@ uint64_t wrk_procs_start_ticks (const char *proc_root, pid_t pid);
 //  The scope of a stack: FNV-1a (32 bits) of text (the worker endpoint).
 uint32_t wrk_mark_scope (const char *text);
 
-//  The marker value for this process: "<pid>.<start>.<scope>.<id>" into
+//  The marker value for this process: "m1.<pid>.<start>.<scope>.<id>" into
 //  out.  Returns 0, or CM_E_INVALID (does not fit, or no start time).
 int wrk_mark_value (const char *worker_id, uint32_t scope, char *out, size_t outlen);
 

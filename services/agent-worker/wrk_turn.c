@@ -583,11 +583,7 @@ void wrk_turn_on_exec (wrk_turn_t *t)
     t->state = TURN_TOOLS;
     t->mem_peak = 0;
     if (t->mem_msg) { //  the memory limit killed it (wrk_memlimit.c): the turn fails
-        wrk_tool_result_free (&r);
-        char text[512];
-        snprintf (text, sizeof text, "[%s; the command's processes were killed]",
-                  t->mem_msg);
-        wrk_tool_result_error (&r, text);
+        wrk_memlimit_result (t, &r);
         complete_tool (t, t->exec_call_id, &r);
         finish (t, "failed", CM_E_MEMORY_LIMIT, t->mem_msg, false);
         return;

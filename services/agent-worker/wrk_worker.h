@@ -168,6 +168,9 @@ int64_t wrk_memlimit_deadline (wrk_server_t *self);
 //  killed, an EV_POLICY event (policy "memory", action "kill") goes out,
 //  and the turn fails with CM_E_MEMORY_LIMIT once its command is reaped.
 void wrk_memlimit_tick (wrk_server_t *self, int64_t now);
+//  The tool result of a command the limit killed: its output so far, then
+//  "[<t->mem_msg>; the command's processes were killed]" as the status.
+void wrk_memlimit_result (wrk_turn_t *t, wrk_tool_result_t *r);
 
 /* ---- wrk_orphans.c ---- */
 //  Put this incarnation's marker in the commands' environment (self->env).

@@ -33,7 +33,8 @@ from corral_bus import *  # noqa: F401,F403
 
 EV_TOOL_UPDATE, EV_USAGE, EV_POLICY = 207, 209, 214
 E_MEMORY_LIMIT, E_BUDGET = -29, -30
-ALLOC = "python3 -c \"import time; a = b'x' * (300 << 20); time.sleep(60)\""
+ALLOC = ("python3 -c \"import time; print('allocating', flush=True); "
+         "a = b'x' * (300 << 20); time.sleep(60)\"")
 SESSION_ARGS = ["--session-budget-tokens", "2500"]
 SLEEPS = "sleep 313 & sleep 314; echo never"
 
@@ -178,7 +179,9 @@ def main():
         check(pol and pol[-1]["policy"] == "memory" and pol[-1]["action"] == "kill"
               and pol[-1]["message"] == msg, "a policy event (memory, kill) with the message")
         upd = [u for u in events_of(sid, EV_TOOL_UPDATE) if u.get("status") == "failed"]
-        check(upd and msg in upd[-1]["content"], "the tool result says so too")
+        check(upd and upd[-1]["content"] == "allocating\n[%s; the command's processes were "
+              "killed]" % msg, "the tool result keeps the output and says so: %r"
+              % (upd and upd[-1]["content"]))
         ended = events_of(sid, EV_TURN_ENDED)[-1]
         check(ended["stop_reason"] == "failed" and ended["code"] == E_MEMORY_LIMIT,
               "turn_ended carries failed/memory_limit")

@@ -136,27 +136,30 @@ static void test_mark_value_and_parse (void **state)
     assert_non_null (strstr (mark, ".w_1")); //  spaces in the id become '_'
     char tiny[8];
     assert_int_equal (wrk_mark_value ("worker", scope, tiny, sizeof tiny), CM_E_INVALID);
+    assert_int_equal (strncmp (mark, "m1.", 3), 0);
     static const char *const bad[] = {"",
                                       "x",
-                                      "12",
-                                      "12.",
-                                      "12.x",
-                                      "7.5",
-                                      "7.5.",
-                                      "7.5.abc",
-                                      "7.5.0000000g.w",
-                                      "7.5.123456789.w",
-                                      "-3.4.0000000a.w",
-                                      "0.5.0000000a.w",
-                                      "7.0.0000000a.w",
-                                      "7.5x.0000000a"};
+                                      "m1.",
+                                      "m1.12",
+                                      "m1.12.x",
+                                      "m1.7.5",
+                                      "m1.7.5.",
+                                      "m1.7.5.abc",
+                                      "m1.7.5.0000000g.w",
+                                      "m1.7.5.123456789.w",
+                                      "m1.-3.4.0000000a.w",
+                                      "m1.0.5.0000000a.w",
+                                      "m1.7.0.0000000a.w",
+                                      "m1.7.5x.0000000a",
+                                      "7.5.0000000a.w", //  no format tag
+                                      "m2.7.5.0000000a.w"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal (wrk_mark_parse (bad[i], &pid, &start, &got), CM_E_INVALID);
-    assert_int_equal (wrk_mark_parse ("7.5.deadBEEF", &pid, &start, &got), 0);
+    assert_int_equal (wrk_mark_parse ("m1.7.5.deadBEEF", &pid, &start, &got), 0);
     assert_int_equal (pid, 7);
     assert_int_equal (start, 5);
     assert_int_equal (got, 0xdeadbeef);
-    assert_int_equal (wrk_mark_parse ("7.5.0000000a.any id", &pid, &start, &got), 0);
+    assert_int_equal (wrk_mark_parse ("m1.7.5.0000000a.any id", &pid, &start, &got), 0);
     assert_int_equal (got, 10);
 }
 
