@@ -416,6 +416,8 @@ try {
     await shot(A, "11-mobile-360");
     await A.click("#menu");
     await A.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
+    await until("the drawer slid in", () => A.evaluate(() => document.getElementById("sidebar").getBoundingClientRect().left >= 0));
+    check(await A.evaluate(() => document.activeElement.id) === "new-session", "the drawer takes the keyboard focus");
     sw = await noHorizontalScroll(A);
     check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
     await shot(A, "12-mobile-sessions-drawer");
@@ -451,6 +453,10 @@ try {
     await A.click("#s-close");
     await until("the session closed", async () => (await A.textContent("#s-state")) === "closed");
     check(await A.locator("#input").isDisabled() && await A.locator("#s-reopen").isVisible(), "a closed session cannot take prompts until reopened");
+    await A.click("#s-reopen");
+    await until("the session reopened", async () => !["closed", ""].includes(await A.textContent("#s-state")) && await A.locator("#input").isEnabled());
+    await A.click("#s-close");
+    await until("closed again", async () => (await A.textContent("#s-state")) === "closed");
     await A.click("#s-delete");
     await until("the session gone from the sidebar", async () =>
         (await A.locator(`.session-item[data-session-id="${sid2}"]`).count()) === 0 && await A.locator("#empty").isVisible());

@@ -247,6 +247,8 @@ function sessionById(id) {
 
 function drawSessions() {
     const ul = $("sessions");
+    // the list is rebuilt: keep the keyboard focus on the same session
+    const focused = ul.contains(document.activeElement) ? document.activeElement.dataset.sessionId : null;
     clear(ul);
     $("sessions-empty").hidden = S.sessions.length > 0;
     for (const s of S.sessions) {
@@ -263,6 +265,7 @@ function drawSessions() {
             h("span.s-when", { text: ago(activity), title: `last activity ${localTime(activity)}` }),
             h("span.s-cost", { text: money(s.usage?.costMicros), title: "cost so far" })));
         ul.append(h("li", btn));
+        if (focused === s.id) btn.focus();
     }
     // suggestions for the new-session dialog
     const cwds = [...new Set(S.sessions.map((s) => s.cwd).filter(Boolean))];
@@ -330,6 +333,12 @@ async function attachOpen({ quietMissing = false, tries = 0 } = {}) {
         o.state = r.state || o.state;
         o.attached = true;
         o.resyncing = false;
+        if (o.needResync) {
+            o.needResync = false;
+            o.attaching = false;
+            attachOpen();
+            return;
+        }
         drawHeader();
         drawSessions();
         resendAfterReconnect();
@@ -449,7 +458,8 @@ function acceptSeq(o, method, params) {
         o.gaps++;
         o.resyncing = true;
         console.warn(`corral: seq ${seq} after ${o.lastSeq}; resuming from ${o.lastSeq}`);
-        attachOpen();
+        if (o.attaching) o.needResync = true; // once the running attach answers
+        else attachOpen();
     }
     return false;
 }
