@@ -26,3 +26,12 @@ add_test(NAME e2e_cli_ws
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_ws.py ${CMAKE_BINARY_DIR})
 set_tests_properties(e2e_cli_ws PROPERTIES LABELS e2e TIMEOUT 300 RUN_SERIAL TRUE
                      ENVIRONMENT CORRAL_CLI=$<TARGET_FILE:corral>)
+# The client alone against a scripted fake gateway (python3-websockets):
+# -32011 retried, duplicates and binary frames dropped, attach after a
+# reconnect from the last seq and epoch, -32008 -> replay from 0, a lost
+# prompt answer asked again with the same idempotency key, y/n/a mapped to
+# option ids, refusals -> exit 3 (test_cli_ws_client.py).  No stack needed.
+add_test(NAME e2e_cli_ws_client
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_ws_client.py
+                 $<TARGET_FILE:corral>)
+set_tests_properties(e2e_cli_ws_client PROPERTIES LABELS e2e TIMEOUT 120)
