@@ -79,7 +79,9 @@ async function control(action) {
     if (res.status !== 204) throw new Error(`fixture: gateway ${action}: ${res.status} ${await res.text()}`);
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+// --no-sandbox: root in a container; a small /dev/shm must not crash it
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"] });
 const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
 const pageErrors = [];
 function watch(page, name) {

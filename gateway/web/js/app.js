@@ -158,6 +158,8 @@ function startApp(key) {
 let connTimer = null;
 function showConn(st) {
     const el = $("conn");
+    if (el.dataset.state !== st.state) // announced once per change, not per countdown tick
+        $("conn-announce").textContent = { connected: "Connected", reconnecting: "Connection lost, reconnecting", offline: "Offline", connecting: "Connecting", signed_out: "Signed out" }[st.state] || st.state;
     el.dataset.state = st.state;
     const text = $("conn-text");
     clearInterval(connTimer);
