@@ -214,6 +214,8 @@ static int setup (wrk_turn_t *t, const proto_w_turn_t *req, char *err, size_t er
     json_array_append_new (t->conv, user);
     t->max_calls = req->max_model_calls ? (int64_t)req->max_model_calls
                                         : t->server->cfg->max_model_calls;
+    t->budget_tokens = req->budget_tokens;
+    t->budget_micros = req->budget_micros;
     return 0;
 }
 
@@ -303,6 +305,15 @@ static void on_call_done (void *arg, int rc, int status, bool retryable,
         return;
     }
     if (t->cancelled) {
+        finish (t, "cancelled", 0, NULL, false);
+        return;
+    }
+    if ((t->budget_tokens &&
+         t->usage.input_tokens + t->usage.output_tokens >= t->budget_tokens) ||
+        (t->budget_micros && t->usage.cost_micros >= t->budget_micros)) {
+        //  The session's or key's budget is spent (the session service
+        //  stops the turn too, on the usage event): start nothing more.
+        close_round (t, "not run: the budget is spent");
         finish (t, "cancelled", 0, NULL, false);
         return;
     }

@@ -111,6 +111,7 @@ struct wrk_turn {
     char exec_call_id[WRK_CONV_MAX_ID + 1];
     wrk_usage_t usage;
     bool cancelled;
+    uint64_t budget_tokens, budget_micros; //  left for the turn (W_TURN); 0 = none
     uint64_t mem_peak; //  largest RSS measured of the running command's tree
     char *mem_msg;     //  set when the memory limit killed the command
     //  statistics (wrk_stats.c): the model call and the tool running now

@@ -325,6 +325,10 @@ bool sess_budget_before_prompt (sess_server_t *self, sess_session_t *s,
 //  A new turn takes its prompt's key and the key's budgets.
 void sess_budget_turn_start (sess_server_t *self, sess_session_t *s,
                              const proto_session_prompt_t *req);
+//  What the turn may still use (0 = no limit), for the worker (W_TURN):
+//  the least of what its session's and its key's budgets leave.
+void sess_budget_turn_limits (sess_server_t *self, sess_session_t *s, uint64_t *tokens,
+                              uint64_t *micros);
 //  A usage_update of the running turn (its usage so far): past a budget,
 //  an EV_POLICY (budget, cancel) and the turn is cancelled.
 void sess_budget_on_usage (sess_server_t *self, sess_session_t *s,

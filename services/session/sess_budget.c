@@ -300,6 +300,36 @@ void sess_budget_turn_start (sess_server_t *self, sess_session_t *s,
     b->key_micros = req->key_budget_micros;
 }
 
+//  What is left of one budget (0 = none) after used; at least 1 when set,
+//  so "spent" never reads as "no limit".
+static uint64_t left_of (uint64_t budget, uint64_t used)
+{
+    if (!budget) return 0;
+    return used < budget ? budget - used : 1;
+}
+
+static uint64_t min_set (uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+void sess_budget_turn_limits (sess_server_t *self, sess_session_t *s, uint64_t *tokens,
+                              uint64_t *micros)
+{
+    const sess_config_t *c = self->cfg;
+    const proto_usage_t *u = s->rec.usage;
+    *tokens = left_of ((uint64_t)c->budget_tokens, sess_budget_tokens (u));
+    *micros = left_of ((uint64_t)c->budget_micros, u ? u->cost_micros : 0);
+    const sess_turn_budget_t *b = &s->turn.budget;
+    key_entry_t *k =
+        b->has_key && self->budget ? cm_map_get (self->budget->keys, b->key.b) : NULL;
+    if (k && k->loaded) {
+        *tokens =
+            min_set (*tokens, left_of (b->key_tokens, sess_budget_tokens (&k->used)));
+        *micros = min_set (*micros, left_of (b->key_micros, k->used.cost_micros));
+    }
+}
+
 void sess_budget_on_usage (sess_server_t *self, sess_session_t *s,
                            const proto_usage_t *so_far)
 {

@@ -189,6 +189,7 @@ static void on_messages (sess_server_t *self, void *arg, int rc, proto_msg_t *re
                           .prompt = t->prompt,
                           .messages = conv->messages,
                           .allow_always = s->rec.allow_always};
+    sess_budget_turn_limits (self, s, &out.budget_tokens, &out.budget_micros);
     if (sess_send_worker (self, t->worker, PROTO_W_TURN, &out)) {
         //  The worker vanished between pick and send: wait for another.
         if (t->worker->active) t->worker->active--;

@@ -253,6 +253,9 @@ def main():
         texts = "".join(e[3].get("text", "") for e in seen
                         if e[1] == EV_AGENT_MESSAGE and e[3]["session"] == a)
         check("never seen" not in texts, "the call after the stop streamed nothing")
+        reqs = json.load(urllib.request.urlopen(base + "/_fake/requests"))
+        check(len([q for q in reqs if q["rule"] == "loop"]) == 3,
+              "the worker made no model call past the budget (it knows what is left)")
         r = run(a, "hello")
         refused(r, r"budget exceeded: this session used 3 0\d\d of its 2 500 tokens; raise "
                 r"the budget or start a new session", "the next prompt of that session")
