@@ -501,7 +501,11 @@ def t_metrics():
     for name in ("corral_gateway_requests_total", "corral_gateway_events_out_total",
                  'corral_gateway_connections{kind="http"}', "corral_gateway_subscriptions",
                  "corral_gateway_keys_cached", "corral_gateway_queued_bytes",
-                 "corral_gateway_uptime_seconds", 'corral_gateway_http_responses_total{code="2xx"}'):
+                 "corral_gateway_uptime_seconds", 'corral_gateway_http_responses_total{code="2xx"}',
+                 # the whole system's part, from corral-monitor (docs/monitor.md)
+                 "corral_gateway_monitor_up 1", 'corral_up{service="store"',
+                 'corral_process_resident_memory_bytes{service="session"',
+                 "# TYPE corral_store_commit_seconds histogram", "corral_ready 1"):
         check(name in r.body, "metric %s missing" % name)
     p = subprocess.run(["promtool", "check", "metrics"], input=r.body.encode(),
                        capture_output=True, timeout=30)
