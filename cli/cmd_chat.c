@@ -54,7 +54,9 @@ static const cm_cfg_opt_t s_opts[] = {
      NULL, false},
     {"cwd", CM_CFG_STR, offsetof (chat_config_t, cwd), NULL,
      "working directory of a new session, inside the gateway's workspace roots (default: "
-     "the current directory)",
+     "the current directory if it is in CORRAL_WORKSPACE_ROOTS or "
+     "$CORRAL_DATA_DIR/workspaces, else the first of those that exists, else the current "
+     "directory)",
      0, 0, NULL, false},
     {"mode", CM_CFG_ENUM, offsetof (chat_config_t, mode), NULL,
      "permission mode: ask (before each change), edit, auto, read_only", 0, 0,
@@ -714,8 +716,8 @@ static void on_new_session_ (cli_ws_t *ws, const json_t *result, const json_t *e
     const char *mode = s_str (json_object_get (result, "modes"), "currentModeId");
     c->ready = true;
     s_note (c, C_DIM,
-            "session %s (mode %s). Ctrl-C cancels a turn, Ctrl-D leaves, /help.", sid,
-            mode);
+            "session %s (mode %s) in %s\nCtrl-C cancels a turn, Ctrl-D leaves, /help.",
+            sid, mode, c->cfg->cwd);
     s_show_prompt (c);
 }
 
@@ -849,6 +851,44 @@ static void on_signal (cli_ws_t *ws, int signo, void *arg)
     s_update_input (arg);
 }
 
+//  Whether the real path p is root or below it.
+static bool s_inside (const char *p, const char *root)
+{
+    size_t n = strlen (root);
+    while (n > 1 && root[n - 1] == '/') n--;
+    return !strncmp (p, root, n) && (p[n] == '\0' || p[n] == '/' || n == 1);
+}
+
+//  The working directory of a new session without --cwd: the current
+//  directory when it lies in a workspace root this machine knows of
+//  (CORRAL_WORKSPACE_ROOTS, else <data dir>/workspaces, the local
+//  stack's default), else that root; with no root known, the current
+//  directory.  Returns a malloc'd path or NULL.
+static char *s_default_cwd (void)
+{
+    char here[PATH_MAX], real[PATH_MAX], first[PATH_MAX] = "";
+    if (!getcwd (here, sizeof here)) return NULL;
+    const char *roots = getenv ("CORRAL_WORKSPACE_ROOTS");
+    char local[PATH_MAX];
+    if (!roots || !*roots) {
+        snprintf (local, sizeof local, "%s/workspaces", cli_data_dir ());
+        roots = local;
+    }
+    char *copy = strdup (roots), *save = NULL;
+    if (!copy) return NULL;
+    for (char *tok = strtok_r (copy, ":", &save); tok;
+         tok = strtok_r (NULL, ":", &save)) {
+        if (!realpath (tok, real)) continue; //  not on this machine
+        if (s_inside (here, real)) {
+            free (copy);
+            return strdup (here);
+        }
+        if (!first[0]) snprintf (first, sizeof first, "%s", real);
+    }
+    free (copy);
+    return strdup (first[0] ? first : here);
+}
+
 int cli_chat (int argc, char **argv)
 {
     chat_config_t cfg;
@@ -878,13 +918,9 @@ int cli_chat (int argc, char **argv)
         fprintf (stderr, "corral chat: %s\n", cli_target_no_key ());
         goto done;
     }
-    if (!cfg.cwd && !cfg.session) {
-        char here[PATH_MAX];
-        if (!getcwd (here, sizeof here) || !(cfg.cwd = strdup (here))) {
-            fprintf (stderr,
-                     "corral chat: cannot tell the current directory; use --cwd\n");
-            goto done;
-        }
+    if (!cfg.cwd && !cfg.session && !(cfg.cwd = s_default_cwd ())) {
+        fprintf (stderr, "corral chat: cannot tell the current directory; use --cwd\n");
+        goto done;
     }
     const char *nc = getenv ("NO_COLOR"), *term = getenv ("TERM");
     c.color = isatty (STDOUT_FILENO) && !(nc && *nc) && !(term && !strcmp (term, "dumb"));
