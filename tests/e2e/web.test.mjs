@@ -347,6 +347,8 @@ try {
     await A.locator("#conn[data-state=reconnecting]").waitFor({ timeout: W });
     await B.locator("#conn[data-state=reconnecting]").waitFor({ timeout: W });
     check(await A.locator("#s-banner").isVisible(), "the page says the connection is lost");
+    const atDrop = await A.evaluate(() => window.corral.open.lastSeq);
+    check(!(await lastTurn(A).locator(".msg.agent").textContent()).includes("w80"), "the socket dropped mid-stream");
     await shot(A, "08-reconnecting");
     await new Promise((r) => setTimeout(r, 1200)); // the story goes on without us
     await control("start");
@@ -366,6 +368,7 @@ try {
     check(storedStory === story, "the store has the same story");
     const oA = await A.evaluate(() => window.corral.open);
     check(oA.lastSeq === evs[evs.length - 1].seq, "the page saw every stored event", { page: oA.lastSeq, store: evs[evs.length - 1].seq });
+    check(evs.filter((e) => e.seq > atDrop && e.kind === "agent_message_chunk").length > 5, "much of the story came after the drop (resumed, not merely reloaded)");
     await shot(A, "09-resumed-after-gateway-restart");
 
     // ---- reload restores the session ---------------------------------------------------------

@@ -240,6 +240,8 @@ async function refreshSessions() {
         if (e.message === "unauthorized") return;
         $("sessions-error").hidden = false;
         $("sessions-error").textContent = `Cannot load the sessions: ${e.message}`;
+        clearTimeout(refreshTimer);
+        refreshTimer = setTimeout(refreshSessions, 3000); // e.g. 503 while the stack starts
     }
 }
 
@@ -763,7 +765,19 @@ async function createSession(ev) {
     btn.disabled = true;
     try {
         if (!S.conn || S.conn.state !== "connected") throw new Error("not connected to the gateway; wait for “Connected”");
-        const r = await S.conn.request("session/new", { cwd, mcpServers: [], _meta: meta });
+        let r;
+        for (let tries = 0; ; tries++) {
+            try {
+                r = await S.conn.request("session/new", { cwd, mcpServers: [], _meta: meta });
+                break;
+            } catch (e) {
+                if (e.code !== E.UNAVAILABLE || tries >= 10) throw e;
+                $("new-error").hidden = false;
+                $("new-error").textContent = `${e.message} (retrying…)`;
+                await new Promise((res) => setTimeout(res, RETRY_UNAVAILABLE_MS));
+            }
+        }
+        $("new-error").hidden = true;
         localStorage.setItem(LS.lastCwd, cwd);
         $("new-dialog").close();
         $("new-title-input").value = "";
