@@ -77,6 +77,18 @@ static const cm_cfg_opt_t s_list_opts[] = {
 static const cm_cfg_opt_t s_revoke_opts[] = {OPT_ENDPOINT, OPT_TIMEOUT, OPT_LOG_LEVEL,
                                              CM_CFG_END};
 
+static const cm_cfg_opt_t s_budget_opts[] = {
+    OPT ("budget-tokens", CM_CFG_INT, budget_tokens, "0",
+         "tokens (input + output) all turns this key prompts may use; 0 = no limit", 0,
+         INT64_MAX, NULL),
+    OPT ("budget-usd", CM_CFG_STR, budget_usd, NULL,
+         "cost in US dollars all turns this key prompts may reach; unset = no limit", 0,
+         0, NULL),
+    OPT_ENDPOINT,
+    OPT_TIMEOUT,
+    OPT_LOG_LEVEL,
+    CM_CFG_END};
+
 #define EXIT_CODES_TEXT                                                     \
     "Exit status: 0 done; 1 failed (store unreachable or refused, no such " \
     "key); 2 usage error."
@@ -98,6 +110,9 @@ static void s_usage (FILE *out)
              "        Print id, tenant, name, admin, created, revoked (never keys).\n"
              "  revoke ID\n"
              "        Mark the key with this id revoked; the gateway refuses it.\n"
+             "  budget ID [--budget-tokens N] [--budget-usd X]\n"
+             "        Set the key's budgets (both; an omitted one is no limit). The\n"
+             "        gateway uses them within its --key-cache time (docs/limits.md).\n"
              "\n"
              "Every command takes --store-endpoint (env CORRAL_STORE_ENDPOINT),\n"
              "--timeout and --log-level; 'corral-keys COMMAND --help' lists them.\n"
@@ -348,12 +363,14 @@ static int s_list (proto_rpc_t *rpc, const config_t *cfg)
     return status;
 }
 
-static int s_revoke (proto_rpc_t *rpc, const config_t *cfg, const char *id_text)
+//  revoke ID, or (budget) set the key's budgets from cfg.
+static int s_change (proto_rpc_t *rpc, const config_t *cfg, const char *id_text,
+                     bool budget)
 {
     cm_uuid_t id;
     if (!id_text || cm_uuid_parse (id_text, &id)) {
-        fprintf (stderr,
-                 "corral-keys: revoke needs a key id (a UUID, as 'list' shows)\n");
+        fprintf (stderr, "corral-keys: %s needs a key id (a UUID, as 'list' shows)\n",
+                 budget ? "budget" : "revoke");
         return EXIT_USAGE;
     }
     proto_msg_t reply, put_reply;
@@ -372,7 +389,7 @@ static int s_revoke (proto_rpc_t *rpc, const config_t *cfg, const char *id_text)
         status = EXIT_FAIL;
         goto cleanup;
     }
-    if (found->revoked) {
+    if (found->revoked && !budget) {
         fprintf (stderr, "corral-keys: key %s was already revoked\n", id_text);
         goto cleanup;
     }
@@ -388,7 +405,11 @@ static int s_revoke (proto_rpc_t *rpc, const config_t *cfg, const char *id_text)
     memcpy (hash, found->hash.data, sizeof hash);
     proto_key_rec_t rec = *found;
     rec.hash = (proto_bin_t){hash, sizeof hash};
-    rec.revoked = true;
+    if (budget) {
+        rec.budget_tokens = (uint64_t)cfg->budget_tokens;
+        rec.budget_micros = (uint64_t)cfg->budget_micros;
+    } else
+        rec.revoked = true;
     proto_key_put_t put = {.key = &rec};
     int rc =
         proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &put_reply, (int)cfg->timeout);
@@ -396,7 +417,16 @@ static int s_revoke (proto_rpc_t *rpc, const config_t *cfg, const char *id_text)
         status = s_store_failed ("store.key.put", rc, &put_reply, cfg);
         goto cleanup;
     }
-    printf ("revoked %s\n", id_text);
+    if (budget) {
+        char tokens[40] = "no token limit", usd[40] = "no cost limit";
+        if (cfg->budget_tokens)
+            snprintf (tokens, sizeof tokens, "%lld tokens",
+                      (long long)cfg->budget_tokens);
+        if (cfg->budget_micros)
+            cm_usd_fmt ((uint64_t)cfg->budget_micros, usd, sizeof usd);
+        printf ("budget of %s: %s, %s\n", id_text, tokens, usd);
+    } else
+        printf ("revoked %s\n", id_text);
 cleanup:
     proto_msg_fini (&put_reply);
     proto_msg_fini (&reply);
@@ -417,9 +447,11 @@ int main (int argc, char **argv)
     const cm_cfg_opt_t *opts = strcmp (cmd, "create") == 0   ? s_create_opts
                                : strcmp (cmd, "list") == 0   ? s_list_opts
                                : strcmp (cmd, "revoke") == 0 ? s_revoke_opts
+                               : strcmp (cmd, "budget") == 0 ? s_budget_opts
                                                              : NULL;
     if (!opts) {
-        fprintf (stderr, "corral-keys: unknown command '%s' (create, list, revoke)\n",
+        fprintf (stderr,
+                 "corral-keys: unknown command '%s' (create, list, revoke, budget)\n",
                  cmd);
         return EXIT_USAGE;
     }
@@ -427,7 +459,8 @@ int main (int argc, char **argv)
     int sub_argc = argc - 1;
     char **sub_argv = argv + 1;
     const char *id = NULL;
-    if (opts == s_revoke_opts) s_take_positional (opts, &sub_argc, sub_argv, &id);
+    if (opts == s_revoke_opts || opts == s_budget_opts)
+        s_take_positional (opts, &sub_argc, sub_argv, &id);
 
     char prog[32];
     snprintf (prog, sizeof prog, "corral-keys %s", cmd);
@@ -463,7 +496,7 @@ int main (int argc, char **argv)
     else if (opts == s_list_opts)
         status = s_list (rpc, &cfg);
     else
-        status = s_revoke (rpc, &cfg, id);
+        status = s_change (rpc, &cfg, id, opts == s_budget_opts);
     proto_rpc_destroy (&rpc);
     cm_zmq_term ();
     cm_config_free (opts, &cfg);

@@ -82,14 +82,14 @@ class Client:
                 and n["params"]["event"].get("kind") == "policy"]
 
 
-def make_key(stack, tenant, *extra):
+def make_key(stack, tenant, *extra, with_id=False):
     out = subprocess.run([stack.keys_bin, "create", "--tenant", tenant, "--store-endpoint",
                           stack.svc.ep["store"]] + list(extra),
                          capture_output=True, text=True, timeout=20)
-    for line in out.stdout.splitlines():
-        if line.startswith("key: "):
-            return line[5:].strip()
-    raise RuntimeError("corral-keys failed: " + out.stderr)
+    got = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+    if "key" not in got:
+        raise RuntimeError("corral-keys failed: " + out.stderr)
+    return (got["key"], got["id"]) if with_id else got["key"]
 
 
 async def run(stack):
@@ -98,7 +98,7 @@ async def run(stack):
                          capture_output=True, text=True, timeout=20)
     check(bad.returncode == 2 and "--budget-usd 'lots'" in bad.stderr,
           "corral-keys refuses a budget that is not dollars")
-    key = make_key(stack, "tenant-a", "--budget-tokens", "1500")
+    key, key_id = make_key(stack, "tenant-a", "--budget-tokens", "1500", with_id=True)
     a = Client(stack.ws_url, key)
     await a.open()
 
@@ -152,6 +152,17 @@ async def run(stack):
         check(e.code == 402 and body.get("reason") == "budget" and body.get("code") == -32012
               and body.get("message", "").startswith("budget exceeded: this API key"),
               "over REST it is 402 with reason budget (%s)" % body)
+    # Raising the key's budget lets it prompt again (within the gateway's
+    # key cache time, 300 ms here).
+    out = subprocess.run([stack.keys_bin, "budget", key_id, "--budget-tokens", "100000",
+                          "--budget-usd", "2.5", "--store-endpoint", stack.svc.ep["store"]],
+                         capture_output=True, text=True, timeout=20)
+    check(out.returncode == 0 and out.stdout.strip() == "budget of %s: 100000 tokens, $2.50"
+          % key_id, "corral-keys budget raises it: %r" % out.stdout)
+    await asyncio.sleep(0.6)
+    r = await a.prompt(sid2, "hello")
+    check(r.get("result", {}).get("stopReason") == "end_turn",
+          "the key prompts again once its budget is raised (%s)" % r)
     b = Client(stack.ws_url, make_key(stack, "tenant-a"))
     await b.open()
     r = await b.prompt(sid2, "hello")
@@ -164,7 +175,8 @@ def main():
     rc = 1
     try:
         stack.start(script(), worker_args=["--turn-memory-limit", "64M",
-                                           "--turn-memory-poll", "100ms"])
+                                           "--turn-memory-poll", "100ms"],
+                    gateway_args=["--key-cache", "300ms"])
         asyncio.run(run(stack))
         rc = 0
         print("PASS")
