@@ -91,7 +91,9 @@ typedef struct {
     bool turn;     //  a prompt of ours is running
     bool turn_req; //  its request is pending on this connection
     bool cancel_sent;
-    bool cancel_pending; //  Ctrl-C while disconnected: cancel on reconnecting
+    bool cancel_pending;    //  Ctrl-C while disconnected: cancel on reconnecting
+    bool turn_failed_shown; //  turn_ended told of the failure already
+    char perm_outcome[32], perm_option[64]; //  the latest permission_resolved
     char *turn_text;
     char idem[40];
     json_int_t tokens_in, tokens_out;
@@ -365,12 +367,17 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
     } else if (!strcmp (kind, "turn_ended")) {
         const char *stop = s_str (ev, "stopReason");
         json_int_t code = json_integer_value (json_object_get (ev, "code"));
-        if (code)
-            s_note (c, C_RED, "(the turn failed: %s, error %lld%s)",
-                    *stop ? stop : "error", (long long)code,
-                    json_is_true (json_object_get (ev, "retryable")) ? "; retryable"
-                                                                     : "");
-        else if (strcmp (stop, "end_turn"))
+        const char *msg = s_str (ev, "message");
+        if (code) {
+            if (*msg)
+                s_note (c, C_RED, "(the turn failed: %s)", msg);
+            else
+                s_note (c, C_RED, "(the turn failed: %s%s)", *stop ? stop : "error",
+                        json_is_true (json_object_get (ev, "retryable"))
+                            ? "; prompt again"
+                            : "");
+            if (live && c->turn) c->turn_failed_shown = true;
+        } else if (strcmp (stop, "end_turn"))
             s_note (c, C_YELLOW, "(turn ended: %s)", stop);
         else if (live && c->tokens_in + c->tokens_out)
             s_note (c, C_DIM, "(%lld tokens in, %lld out)", (long long)c->tokens_in,
@@ -380,9 +387,13 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
         c->tokens_in = c->tokens_out = 0;
         //  Someone else's turn (ours ends with its prompt's answer).
         if (live && !c->turn) s_show_prompt (c);
+    } else if (!strcmp (kind, "permission_resolved")) {
+        snprintf (c->perm_outcome, sizeof c->perm_outcome, "%s", s_str (ev, "outcome"));
+        snprintf (c->perm_option, sizeof c->perm_option, "%s", s_str (ev, "optionId"));
     } else if (!strcmp (kind, "policy")) {
-        char *j = json_dumps (ev, JSON_COMPACT);
-        s_note (c, C_YELLOW, "(policy: %s)", j ? j : "");
+        const char *msg = s_str (ev, "message");
+        char *j = *msg ? NULL : json_dumps (ev, JSON_COMPACT);
+        s_note (c, C_YELLOW, "(policy: %s)", *msg ? msg : j ? j : "");
         free (j);
     }
 }
@@ -392,7 +403,8 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
 
 static void s_end_turn (chat_t *c)
 {
-    c->turn = c->turn_req = c->cancel_sent = c->cancel_pending = false;
+    c->turn = c->turn_req = c->cancel_sent = c->cancel_pending = c->turn_failed_shown =
+        false;
     free (c->turn_text);
     c->turn_text = NULL;
     if (c->eof) {
@@ -418,6 +430,10 @@ static void on_prompt_reply_ (cli_ws_t *ws, const json_t *result, const json_t *
         int code = cli_ws_error_code (error);
         if (code == CLI_WS_DROPPED) return; //  sent again once reconnected
         char buf[512];
+        if (c->turn_failed_shown) {
+            s_end_turn (c); //  turn_ended said it already
+            return;
+        }
         s_note (c, C_RED, "(the prompt failed: %s)",
                 cli_ws_error_text (error, buf, sizeof buf));
     }
@@ -675,7 +691,12 @@ static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
         if (c->perm_id && json_equal (rid, c->perm_id)) {
             json_decref (c->perm_id);
             c->perm_id = NULL;
-            s_note (c, C_DIM, "(the permission request was answered elsewhere)");
+            if (!strcmp (c->perm_outcome, "selected"))
+                s_note (c, C_DIM, "(the permission request was answered elsewhere: %s)",
+                        c->perm_option);
+            else
+                s_note (c, C_DIM, "(the permission request was withdrawn: %s)",
+                        c->perm_outcome[0] ? c->perm_outcome : "no longer asked");
         }
     }
     fflush (stdout);
