@@ -411,6 +411,11 @@ try {
         await plan.locator("li").nth(1).getAttribute("class") === "plan-in_progress", "entries carry their status");
     await plan.scrollIntoViewIfNeeded();
     await shot(A, "10-output-and-plan");
+    await send(A, "broken");
+    await turnEnded(A, nTurns + 3, "failed");
+    const failure = await turns(A).nth(nTurns + 2).locator(".error").textContent();
+    check(/model call failed/.test(failure), "a failed turn shows the server's message", failure);
+    await until("the failed prompt leaves the queue", async () => await A.locator("#queue").isHidden());
 
     // ---- 360 px -------------------------------------------------------------------------------
     await A.setViewportSize({ width: 360, height: 760 });
