@@ -24,6 +24,7 @@ usage: test_policies.py <corral-store> <corral-session> <corral-worker>
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,9 +34,9 @@ import urllib.request
 from corral_bus import *  # noqa: F401,F403
 
 MON_ACTION, MON_CENSUS, MON_CENSUS_REPLY = 126, 140, 141
-EV_SESSION_CREATED, EV_USER_MESSAGE, EV_TOOL_CALL, EV_POLICY = 200, 202, 206, 214
-SESSION_RESUME, SESSION_CLOSE = 63, 64
-E_INVALID, E_UNAVAILABLE = -1, -24
+EV_TOOL_CALL, EV_POLICY = 206, 214
+SESSION_CLOSE = 64
+E_INVALID = -1
 KEY = "sk-test-policies-0123456789"
 
 
@@ -62,7 +63,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="corral-it-policies-")
     svc = Services(tmp, {"store": store_bin, "session": session_bin,
                                "worker": worker_bin, "monitor": monitor_bin})
-    fake = None
+    fake, passed = None, False
     try:
         with open(tmp + "/script.json", "w") as f:
             json.dump(script(), f)
@@ -352,6 +353,7 @@ def main():
         check(svc.procs["monitor"].poll() is None and svc.procs["session"].poll() is None,
               "corral-monitor and corral-session still run")
         print("PASS", flush=True)
+        passed = True
     except BaseException:
         svc.dump_logs()
         raise
@@ -360,6 +362,8 @@ def main():
         if fake:
             fake.terminate()
             fake.wait(5)
+        if passed and os.environ.get("CORRAL_TEST_KEEP") != "1":
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
