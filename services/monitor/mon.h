@@ -84,6 +84,7 @@ typedef enum {
     MON_DROP_UNKNOWN,     //  a sample of no known family
     MON_DROP_LABELS,      //  a sample with bad label text
     MON_DROP_REQUEST,     //  a bad request on the API socket
+    MON_DROP_DUPLICATE,   //  a series sent twice in one heartbeat (the first is kept)
     MON_DROP_COUNT
 } mon_drop_t;
 extern const char *const mon_drop_names[MON_DROP_COUNT];

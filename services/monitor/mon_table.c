@@ -13,7 +13,8 @@
 #include "mon.h"
 
 const char *const mon_drop_names[MON_DROP_COUNT] = {
-    "undecodable", "frames", "type", "identity", "full", "unknown", "labels", "request",
+    "undecodable", "frames", "type",    "identity",  "full",
+    "unknown",     "labels", "request", "duplicate",
 };
 
 void mon_table_init (mon_table_t *t)
@@ -163,6 +164,16 @@ int mon_labels_check (const char *labels, bool want_le)
 
 /* ---- entries ---------------------------------------------------------------- */
 
+//  FNV-1a over a sample's name and label text.
+static uint64_t series_hash (const char *name, const char *labels)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+    for (const char *p = labels; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
 static int key_cmp (const mon_inst_t *a, const char *service, const char *instance)
 {
     int c = strcmp (a->service, service);
@@ -265,11 +276,37 @@ int mon_table_ingest (mon_table_t *t, const proto_mon_heartbeat_t *hb, int64_t n
         goto nomem;
     }
     //  Sorted by family (counting order over the table), stable within one.
+    //  A series (name and labels) sent twice is kept once: a duplicate
+    //  would make the whole text invalid for Prometheus.
+    size_t nslots = 16;
+    while (nslots < 2 * keep) nslots *= 2;
+    int32_t *slots = keep ? malloc (nslots * sizeof *slots) : NULL;
+    if (keep && !slots) {
+        free (samples);
+        free (text);
+        goto nomem;
+    }
+    for (size_t i = 0; keep && i < nslots; i++) slots[i] = -1;
     size_t k = 0, off = 0;
     for (size_t f = 0; f < mon_nfamilies; f++)
         for (size_t i = 0; i < n; i++) {
             if (fam[i] != (int16_t)f) continue;
             const proto_stat_t *s = &hb->stats.items[i];
+            const char *labels = s->labels ? s->labels : "";
+            size_t slot = series_hash (s->name, labels) & (nslots - 1);
+            bool dup = false;
+            for (; slots[slot] >= 0; slot = (slot + 1) & (nslots - 1)) {
+                const mon_sample_t *o = &samples[slots[slot]];
+                if (strcmp (o->name, s->name) == 0 && strcmp (o->labels, labels) == 0) {
+                    dup = true;
+                    break;
+                }
+            }
+            if (dup) {
+                mon_table_drop (t, MON_DROP_DUPLICATE);
+                continue;
+            }
+            slots[slot] = (int32_t)k;
             mon_sample_t *m = &samples[k++];
             m->family = (uint16_t)f;
             m->suffix = sfx[i];
@@ -284,13 +321,14 @@ int mon_table_ingest (mon_table_t *t, const proto_mon_heartbeat_t *hb, int64_t n
             m->labels = text + off;
             off += ll;
         }
+    free (slots);
     free (fam);
     free (sfx);
     free (inst->samples);
     free (inst->text);
     inst->samples = samples;
     inst->text = text;
-    inst->nsamples = keep;
+    inst->nsamples = k;
     snprintf (inst->host, sizeof inst->host, "%s", hb->host ? hb->host : "");
     inst->pid = hb->pid;
     inst->uptime_ms = hb->uptime_ms;

@@ -217,11 +217,15 @@ static void test_render_families (void **state)
         {.name = "corral_gateway_requests_total", .value = 1}, //  the gateway's own
         {.name = "corral_sessions", .value = 1, .labels = "service=\"evil\""},
         {.name = "corral_events_total", .value = 1e15},
+        {.name = "corral_turns_finished_total",
+         .value = 99,
+         .labels = "stop_reason=\"end_turn\""},
     };
     proto_mon_heartbeat_t hb = beat ("session", "x1", a, sizeof a / sizeof a[0]);
     assert_int_equal (mon_table_ingest (&t, &hb, 100), 0);
     assert_int_equal (t.dropped[MON_DROP_UNKNOWN], 2);
     assert_int_equal (t.dropped[MON_DROP_LABELS], 1);
+    assert_int_equal (t.dropped[MON_DROP_DUPLICATE], 1); //  the second end_turn (99)
     proto_stat_t b[] = {{.name = "corral_process_resident_memory_bytes", .value = 2048}};
     hb = beat ("store", "s1", b, 1);
     assert_int_equal (mon_table_ingest (&t, &hb, 100), 0);
@@ -260,6 +264,7 @@ static void test_render_families (void **state)
     assert_null (strstr (text, "corral_gateway_"));
     assert_null (strstr (text, "evil"));
     assert_null (strstr (text, "corral_not_a_family"));
+    assert_null (strstr (text, "} 99\n"));
     free (text);
     mon_table_fini (&t);
 }
