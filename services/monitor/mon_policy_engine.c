@@ -376,8 +376,10 @@ static bool decide (const mon_policy_engine_t *self, track_t *t, int64_t now,
 {
     const mon_policy_config_t *c = &self->cfg;
     char d1[32], d2[32];
-    memset (a, 0, sizeof *a);
+    //  No memset: the message (512 bytes) is written only when decided.
     a->session = t->id;
+    memset (&a->turn, 0, sizeof a->turn);
+    a->remaining_ms = 0;
     bool hibernated = strcmp (t->state, "hibernated") == 0;
     int64_t age = now - t->opened_ms;
     //  1. the end of the session's time
