@@ -32,8 +32,14 @@ export class Conversation {
         this.ticker = setInterval(() => this.tick(), 1000);
         // Follow the end while the reader is there; stay put once they scroll up.
         log.addEventListener("scroll", () => { this.following = this.nearBottom(); });
+        let pending = false;
         new MutationObserver(() => {
-            if (this.following) this.log.scrollTop = this.log.scrollHeight;
+            if (!this.following || pending) return;
+            pending = true; // one scroll per frame, however many nodes changed
+            requestAnimationFrame(() => {
+                pending = false;
+                if (this.following) this.log.scrollTop = this.log.scrollHeight;
+            });
         }).observe(log, { childList: true, subtree: true, characterData: true });
     }
 
