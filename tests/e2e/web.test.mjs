@@ -329,6 +329,10 @@ try {
     await A.locator("#queue .queued.q-queued").waitFor({ timeout: W });
     check((await A.locator("#queue .q-text").textContent()) === "queued hello", "the second prompt is queued visibly");
     check(await A.locator("#cancel").isVisible(), "a Stop button while the turn runs");
+    // the other tab queues one too: when the turn ends both send, and the
+    // server takes one and refuses the other (busy), which waits its turn
+    await send(B, "queued from B");
+    await B.locator("#queue .queued.q-queued").waitFor({ timeout: W });
     await shot(A, "07-running-with-queue");
     const tCancel = Date.now();
     await A.keyboard.press("Escape");
@@ -337,8 +341,15 @@ try {
     check(["cancelled", "failed"].includes(await cmdCard.getAttribute("data-status")), "the command card shows it stopped", await cmdCard.getAttribute("data-status"));
     check((await sleepTurn.locator(".turn-foot .stop").textContent()) === "cancelled", "the turn says cancelled");
     await turnEnded(A, 6);
-    check(await turns(A).nth(5).locator(".user-text").textContent() === "queued hello", "the queued prompt ran next");
-    await until("the queue empties", async () => await A.locator("#queue").isHidden());
+    await turnEnded(A, 7);
+    await until("both queues empty", async () => await A.locator("#queue").isHidden() && await B.locator("#queue").isHidden());
+    for (const [name, page] of [["A", A], ["B", B]]) {
+        const users = await page.locator("#log .turn .user-text").allTextContents();
+        check(users.filter((u) => u === "queued hello").length === 1 && users.filter((u) => u === "queued from B").length === 1,
+            `tab ${name}: both queued prompts ran, each once`, users.slice(-3));
+    }
+    const busy = (await A.evaluate(() => window.corral.busyRefusals)) + (await B.evaluate(() => window.corral.busyRefusals));
+    console.log(`     (the server refused ${busy} of the two queued prompts as busy; the page kept it queued)`);
 
     // ---- the gateway dies mid-stream and comes back -------------------------------------------
     await send(A, "slow story");
@@ -353,8 +364,8 @@ try {
     await new Promise((r) => setTimeout(r, 1200)); // the story goes on without us
     await control("start");
     await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
-    await turnEnded(A, 7);
-    await turnEnded(B, 7);
+    await turnEnded(A, 8);
+    await turnEnded(B, 8);
     const story = Array.from({ length: 80 }, (_, k) => `w${String(k + 1).padStart(2, "0")}`).join(" ") + ".";
     for (const [name, page] of [["A", A], ["B", B]]) {
         check((await lastTurn(page).locator(".msg.agent").textContent()) === story, `tab ${name}: the story is whole, no gap, no duplicate`);

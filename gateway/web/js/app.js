@@ -51,6 +51,7 @@ window.corral = {
         return o && { id: o.id, epoch: o.epoch, lastSeq: o.lastSeq, state: o.state, seqLog: [...o.seqLog], dups: o.dups, gaps: o.gaps };
     },
     get queue() { return S.queue.map((q) => ({ text: q.text, state: q.state, note: q.note })); },
+    busyRefusals: 0, // prompts the server refused as busy (they stay queued)
     answerText() { return S.conv ? S.conv.answerText() : ""; },
 };
 
@@ -577,6 +578,7 @@ async function sendPrompt(item) {
             // when the running turn ends)
             item.state = "queued";
             item.note = e.message;
+            if (e.code === E.BUSY) window.corral.busyRefusals++;
             setTimeout(flushQueue, Math.min(10_000, Math.max(1000, Number(e.data?.retryAfterMs) || 0)));
         } else if (e.code === E.CANCELLED || (e.code === -32009 || e.code === -32010)) {
             removeItem(item); // the turn ended (cancelled / failed): its footer says so
