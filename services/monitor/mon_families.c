@@ -27,6 +27,11 @@ const mon_family_t mon_families[] = {
     {"corral_connections", MON_GAUGE, "Open client connections of a gateway, by kind."},
     {"corral_client_requests_total", MON_COUNTER,
      "Client requests (ACP and REST) a gateway received."},
+    /* monitor: the policy engine (mon_policy.c, docs/policies.md) */
+    {"corral_policy_actions_total", MON_COUNTER,
+     "Policy actions the session service carried out, by policy and action."},
+    {"corral_policy_sessions_tracked", MON_GAUGE,
+     "Live sessions the policy engine tracks."},
     /* session */
     {"corral_sessions", MON_GAUGE,
      "Sessions held by the session service, by state (those loaded since it started)."},

@@ -28,6 +28,7 @@
 #include "cm_time.h"
 #include "cm_zmq.h"
 #include "mon_policy.h"
+#include "proto_beat.h"
 
 #define DRAIN_MAX     4096   //  messages read from one socket per pass
 #define SENT_KEEP_MS  60000  //  an action's corr is remembered this long
@@ -139,6 +140,33 @@ int mon_policy_pollitems (mon_policy_t *self, void *items)
 const mon_policy_engine_t *mon_policy_engine (const mon_policy_t *self)
 {
     return self->engine;
+}
+
+void mon_policy_beat_fill (struct proto_beat *beat, void *arg)
+{
+    const mon_policy_t *self = arg;
+    if (!self) return;
+    //  One series per (policy, action): the two stuck signs add up.
+    static const struct {
+        const char *policy, *action;
+        mon_act_kind_t kinds[2];
+        int n;
+    } rows[] = {
+        {"max_duration", "warn", {MON_ACT_DURATION_WARN}, 1},
+        {"max_duration", "close", {MON_ACT_DURATION_CLOSE}, 1},
+        {"idle", "hibernate", {MON_ACT_IDLE_HIBERNATE}, 1},
+        {"stuck", "warn", {MON_ACT_REPEAT_WARN, MON_ACT_SILENCE_WARN}, 2},
+        {"stuck", "cancel", {MON_ACT_REPEAT_CANCEL, MON_ACT_SILENCE_CANCEL}, 2},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint64_t n = 0;
+        for (int k = 0; k < rows[i].n; k++)
+            n += mon_policy_engine_done (self->engine, rows[i].kinds[k]);
+        proto_beat_addv (beat, "corral_policy_actions_total", (double)n, "policy",
+                         rows[i].policy, "action", rows[i].action, NULL);
+    }
+    proto_beat_add (beat, "corral_policy_sessions_tracked", NULL,
+                    (double)mon_policy_engine_sessions (self->engine));
 }
 
 int64_t mon_policy_timeout (const mon_policy_t *self, int64_t now)

@@ -177,5 +177,10 @@ void mon_policy_service (mon_policy_t *self, int64_t now);
 int64_t mon_policy_timeout (const mon_policy_t *self, int64_t now);
 //  The engine, for statistics.
 const mon_policy_engine_t *mon_policy_engine (const mon_policy_t *self);
+//  proto_beat fill callback (arg: the mon_policy_t) for the monitor's own
+//  heartbeat: corral_policy_actions_total{policy,action} (every pair, 0
+//  included) and corral_policy_sessions_tracked.
+struct proto_beat;
+void mon_policy_beat_fill (struct proto_beat *beat, void *arg);
 
 #endif

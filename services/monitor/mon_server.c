@@ -180,7 +180,8 @@ static void on_beat (mon_server_t *self)
 
 static void own_beat (mon_server_t *self, int64_t now)
 {
-    const proto_mon_heartbeat_t *hb = proto_beat_collect (self->beat, NULL, NULL);
+    const proto_mon_heartbeat_t *hb = proto_beat_collect (
+        self->beat, self->policy ? mon_policy_beat_fill : NULL, self->policy);
     mon_table_ingest (&self->table, hb, now);
 }
 

@@ -24,6 +24,7 @@ usage: test_policies.py <corral-store> <corral-session> <corral-worker>
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ import urllib.request
 
 from corral_bus import *  # noqa: F401,F403
 
-MON_ACTION, MON_CENSUS, MON_CENSUS_REPLY = 126, 140, 141
+MON_METRICS, MON_ACTION, MON_CENSUS, MON_CENSUS_REPLY = 123, 126, 140, 141
 EV_TOOL_CALL, EV_POLICY = 206, 214
 SESSION_CLOSE = 64
 E_INVALID = -1
@@ -279,6 +280,21 @@ def main():
         wait_event(stall, "a silence cancel", policy("cancel", "stuck"), 10)
         r = reply(c)
         check(r[3]["stop_reason"] == "cancelled", "a stalled model stream is warned, then cancelled")
+
+        # The monitor counts what it did, in its own heartbeat's metrics.
+        mon = Client(svc.ep["monitor"])
+        deadline, stuck = time.time() + 5, {}
+        while time.time() < deadline:
+            text = mon.call(MON_METRICS, {}, 5)[3]["text"]
+            stuck = {m.group(1): float(m.group(2)) for m in re.finditer(
+                r'corral_policy_actions_total\{[^}]*policy="stuck",action="(\w+)"\} (\S+)',
+                text)}
+            if stuck.get("cancel", 0) >= 3:
+                break
+            time.sleep(0.3)
+        check(stuck.get("warn", 0) >= 3 and stuck.get("cancel", 0) >= 3,
+              "corral_policy_actions_total counts the stuck warnings and cancels (%s)" % (
+                  stuck if stuck else [x for x in text.splitlines() if "policy" in x]))
 
         # ---------------------------------------------------------------
         print("-- idle (corral-monitor --session-idle-timeout 2s)", flush=True)
