@@ -167,6 +167,9 @@ static void s_gone (cli_ws_t *self, const char *why)
     if (!self->attempt) return;
     self->attempt = false;
     bool was_open = self->open;
+    //  Closed 1008 before the handshake ended: the key was refused (a
+    //  slow client is closed 1008 too, but only once it was ready).
+    bool refused = !self->ready && self->close_code == 1008;
     self->wsi = NULL;
     self->open = self->ready = self->inited = false;
     s_queue_free (self);
@@ -185,8 +188,8 @@ static void s_gone (cli_ws_t *self, const char *why)
         s_finish (self);
         return;
     }
-    if (!again) {
-        self->rc = CLI_UNREACHABLE;
+    if (!again || refused) {
+        self->rc = refused ? CLI_REFUSED : CLI_UNREACHABLE;
         s_finish (self);
         return;
     }
@@ -522,6 +525,7 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
         if (wsi == self->wsi) s_gone (self, "the connection to the gateway was lost");
         break;
     case LWS_CALLBACK_RAW_RX_FILE:
+        if (self->done) break; //  the loop ends after this service round
         if (wsi == self->sig_wsi) {
             struct signalfd_siginfo si;
             while (read (self->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)

@@ -88,6 +88,8 @@ typedef struct {
     //  whether it had been established.  Return true to reconnect after
     //  retry_ms, false to end cli_ws_run() (with the rc of cli_ws_stop if
     //  it was called, else CLI_UNREACHABLE).  Without this handler: end.
+    //  A close with 1008 before the handshake was done (the key refused)
+    //  ends cli_ws_run() with CLI_REFUSED whatever this returns.
     bool (*on_drop) (cli_ws_t *ws, int code, const char *why, bool was_open, int retry_ms,
                      void *arg);
     //  The input fd (cli_ws_input) is readable, or at its end; the handler

@@ -202,6 +202,9 @@ class T:
         check(r.returncode == 3 and "no such session" in r.stderr, "tail of an unknown session: exit 3", r.stderr)
         r = self.run_tail(sid, CORRAL_API_KEY="", CORRAL_DATA_DIR="/nonexistent")
         check(r.returncode == 2 and "key" in r.stderr, "tail without a key: exit 2 with a hint", r.stderr)
+        r = self.run_tail(sid, "--no-follow", CORRAL_API_KEY="crl_not_a_key_the_store_knows")
+        check(r.returncode == 3 and "1008" in r.stderr and "key" in r.stderr,
+              "tail with a key the gateway refuses: exit 3, its close reason shown", r.stderr)
         r = self.run_tail(sid, "--url", "ws://127.0.0.1:1/acp")
         check(r.returncode == 4 and "could not connect" in r.stderr, "tail of an unreachable gateway: exit 4", r.stderr)
         r = self.run_tail()
@@ -342,6 +345,17 @@ class T:
         r = subprocess.run([self.corral, "acp"], capture_output=True, text=True, timeout=10,
                            env=self.env(CORRAL_API_KEY="", CORRAL_DATA_DIR="/nonexistent"))
         check(r.returncode == 2 and "key" in r.stderr, "bridge without a key: exit 2", r.stderr)
+        p = subprocess.Popen([self.corral, "acp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=self.env(CORRAL_API_KEY="crl_not_a_key_the_store_knows"))
+        p.stdin.write((json.dumps(msgs[0]) + "\n").encode())
+        p.stdin.flush()  # and stdin stays open: the gateway ends it
+        try:
+            rc = p.wait(10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        err = p.stderr.read().decode()
+        check(rc == 3 and "1008" in err, "bridge with a refused key: exit 3 with the close reason", (rc, err))
         r = subprocess.run([self.corral, "acp", "--url", "ws://127.0.0.1:1/acp"], capture_output=True, text=True,
                            timeout=10, env=self.env(), input="")
         check(r.returncode == 4 and r.stdout == "", "bridge to an unreachable gateway: exit 4, nothing on stdout", r.stderr)
