@@ -361,25 +361,34 @@ try {
     const atDrop = await A.evaluate(() => window.corral.open.lastSeq);
     check(!(await lastTurn(A).locator(".msg.agent").textContent()).includes("w80"), "the socket dropped mid-stream");
     await shot(A, "08-reconnecting");
+    // typed while disconnected: queued, sent once the page is back
+    await send(A, "typed while offline");
+    check((await A.locator("#queue .q-text").textContent()) === "typed while offline", "a prompt typed while disconnected waits in the queue");
     await new Promise((r) => setTimeout(r, 1200)); // the story goes on without us
     await control("start");
     await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
     await turnEnded(A, 8);
     await turnEnded(B, 8);
+    await turnEnded(A, 9);
+    check(await turns(A).nth(8).locator(".user-text").textContent() === "typed while offline", "the prompt typed while disconnected ran after the story");
+    await turnEnded(B, 9);
     const story = Array.from({ length: 80 }, (_, k) => `w${String(k + 1).padStart(2, "0")}`).join(" ") + ".";
     for (const [name, page] of [["A", A], ["B", B]]) {
-        check((await lastTurn(page).locator(".msg.agent").textContent()) === story, `tab ${name}: the story is whole, no gap, no duplicate`);
+        check((await turns(page).nth(7).locator(".msg.agent").textContent()) === story, `tab ${name}: the story is whole, no gap, no duplicate`);
         const o = await page.evaluate(() => window.corral.open);
         check(o.dups === 0 && o.gaps === 0 && o.seqLog.every((s, k) => s === k + 1), `tab ${name}: seqs 1..${o.lastSeq} each once`, { dups: o.dups, gaps: o.gaps });
     }
     // the store's events are the truth
     const evs = (await rest(`/v1/sessions/${sid}/events?after=0`)).text.trim().split("\n").map((l) => JSON.parse(l));
-    const lastTurnId = evs.filter((e) => e.kind === "user_message").pop().turnId;
-    const storedStory = evs.filter((e) => e.turnId === lastTurnId && e.kind === "agent_message_chunk").map((e) => e.text).join("");
+    const storyTurnId = evs.find((e) => e.kind === "user_message" && e.prompt?.[0]?.text === "slow story").turnId;
+    const storedStory = evs.filter((e) => e.turnId === storyTurnId && e.kind === "agent_message_chunk").map((e) => e.text).join("");
     check(storedStory === story, "the store has the same story");
     const oA = await A.evaluate(() => window.corral.open);
     check(oA.lastSeq === evs[evs.length - 1].seq, "the page saw every stored event", { page: oA.lastSeq, store: evs[evs.length - 1].seq });
     check(evs.filter((e) => e.seq > atDrop && e.kind === "agent_message_chunk").length > 5, "much of the story came after the drop (resumed, not merely reloaded)");
+    for (const text of ["slow story", "typed while offline"])
+        check(evs.filter((e) => e.kind === "user_message" && e.prompt?.[0]?.text === text).length === 1, `"${text}" ran exactly once`);
+    check((await A.evaluate(() => window.corral.queue)).length === 0, "and it left the queue when its turn ended");
     await shot(A, "09-resumed-after-gateway-restart");
 
     // ---- reload restores the session ---------------------------------------------------------

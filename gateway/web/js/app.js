@@ -616,6 +616,9 @@ function onTurnEnded(turnId) {
     const item = openQueue().find((q) => q.turnId === turnId);
     if (item) removeItem(item);
     refreshSoon();
+    // The "idle" state came just before this event, while the prompt was
+    // still ours; after a reconnect no prompt answer follows: send the next.
+    flushQueue();
 }
 
 // A replay of a long history sends many events at once: the header, the
