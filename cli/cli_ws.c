@@ -113,6 +113,41 @@ int cli_ws_error_code (const json_t *error)
     return (int)json_integer_value (json_object_get (error, "code"));
 }
 
+void cli_ws_clean_text (json_t *value)
+{
+    if (json_is_string (value)) {
+        const unsigned char *p = (const unsigned char *)json_string_value (value);
+        size_t n = json_string_length (value), bad = 0;
+        for (size_t i = 0; i < n; i++)
+            if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t') || p[i] == 0x7f ||
+                (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f))
+                bad++;
+        if (!bad) return;
+        char *q = malloc (n + 1);
+        if (!q) return;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f) {
+                q[k++] = '?';
+                i++;
+            } else if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t') || p[i] == 0x7f)
+                q[k++] = '?';
+            else
+                q[k++] = (char)p[i];
+        }
+        json_string_setn (value, q, k);
+        free (q);
+    } else if (json_is_object (value)) {
+        const char *key;
+        json_t *v;
+        json_object_foreach (value, key, v) cli_ws_clean_text (v);
+    } else if (json_is_array (value)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach (value, i, v) cli_ws_clean_text (v);
+    }
+}
+
 static char *s_dup (const char *s)
 {
     return s ? strdup (s) : NULL;

@@ -705,7 +705,11 @@ static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
 static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
                         const json_t *id, void *arg)
 {
-    on_message_ (ws, method, params, id, arg);
+    //  What the model and its commands wrote reaches the terminal cleaned.
+    json_t *clean = params ? json_deep_copy (params) : NULL;
+    cli_ws_clean_text (clean);
+    on_message_ (ws, method, clean ? clean : params, id, arg);
+    json_decref (clean);
     s_update_input (arg);
 }
 

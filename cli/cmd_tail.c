@@ -207,6 +207,12 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
         fflush (stdout);
         return;
     }
+    //  Text for a terminal: no control characters from the model's text.
+    json_t *clean = json_deep_copy (params);
+    if (clean) {
+        cli_ws_clean_text (clean);
+        params = clean;
+    }
     const json_t *meta = json_object_get (params, "_meta");
     json_int_t seq = json_integer_value (json_object_get (meta, "seq"));
     json_int_t ts = json_integer_value (json_object_get (meta, "ts"));
@@ -229,6 +235,7 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
         printf ("%-10s %s", "other", method);
     putchar ('\n');
     fflush (stdout);
+    json_decref (clean);
 }
 
 static void on_ready (cli_ws_t *ws, const json_t *attach, void *arg)

@@ -15,7 +15,8 @@ client sends and scripts what it gets:
           attaches from the last seq and sends the same prompt with the
           same key; a permission request is answered "a" = the
           allow_always option's id; an unknown request gets -32601; the
-          answer text appears once; stdin's end after the turn: exit 0.
+          answer text appears once, its escape sequences neutralised;
+          stdin's end after the turn: exit 0.
   refuse  attach refused -32002 -> exit 3; the gateway closing 1008 before
           anything -> the bridge exits 3.
 
@@ -246,7 +247,8 @@ async def chat_conn2(ws, fake):
                                     "_meta": {"seq": 4, "epoch": E1}}})
     r = await fake.recv(ws, timeout=15)
     assert r.get("id") == "corral-perm-7" and r["result"] == {"outcome": {"outcome": "selected", "optionId": "o-always"}}, r
-    await fake.send(ws, note(4, E1, "text", text="lo!"))
+    #  Escape sequences from a model (clear screen, C1 CSI) must not reach the terminal.
+    await fake.send(ws, note(4, E1, "text", text="lo!\x1b[2J\u009b"))
     await fake.send(ws, note(5, E1, "state", state="idle"))
     await fake.send(ws, note(6, E1, "turn_ended", stopReason="end_turn", code=0, retryable=False))
     await fake.reply(ws, p, {"stopReason": "end_turn"})
@@ -270,7 +272,9 @@ def scenario_chat(corral):
           "chat: the answer shown once across the break", out)
     check("reconnected; resumed after seq 3" in out, "chat: says where it resumed", out)
     check("permission needed: Run `make`" in out and "[a]lways" in out, "chat: the permission question", out)
-    check("\033[" not in out, "chat: no colour codes when stdout is not a terminal")
+    check("\033" not in out, "chat: no colour codes when stdout is not a terminal")
+    check("lo!?[2J?" in out and "\u009b" not in out,
+          "chat: control characters from the model are shown as '?', never sent to the terminal", out)
 
 
 # ---- refusals -------------------------------------------------------------------
