@@ -246,9 +246,18 @@ def main():
         tap_out = open(tmp + "/tap.jsonl", "w")
         env = dict(up.env)
         tap = subprocess.Popen([corral, "tap"], env=env, stdout=tap_out, stderr=subprocess.PIPE)
-        time.sleep(0.5)  # the SUB's connection (a PUB does not replay)
         ws = tmp + "/data/workspaces/sdk"
         os.makedirs(ws)
+        # A PUB does not replay: make events until tap shows one, so its
+        # subscription is in place before the prompt.
+        hdr = {"Authorization": "Bearer " + key}
+        deadline = time.time() + 20
+        while time.time() < deadline and os.path.getsize(tmp + "/tap.jsonl") == 0:
+            req = urllib.request.Request("http://127.0.0.1:%d/v1/sessions" % port,
+                                         json.dumps({"cwd": ws}).encode(), hdr)
+            urllib.request.urlopen(req, timeout=10).read()
+            time.sleep(0.3)
+        check(os.path.getsize(tmp + "/tap.jsonl") > 0, "corral tap receives events")
         r = subprocess.run([node, os.path.join(HERE, "up_prompt.mjs")],
                            env=dict(os.environ, CORRAL_WS="ws://127.0.0.1:%d/acp" % port,
                                     CORRAL_API_KEY=key, CORRAL_WORKSPACE=ws),
@@ -337,7 +346,6 @@ def main():
                      and p != worker[0]]
             time.sleep(0.1)
         check(again, "a new worker runs")
-        hdr = {"Authorization": "Bearer " + key}
         body = json.dumps({"cwd": ws}).encode()
         deadline = time.time() + 30
         stop = None
