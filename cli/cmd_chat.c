@@ -163,9 +163,6 @@ static bool s_busy (const chat_t *c)
            !strcmp (c->state, "awaiting_permission");
 }
 
-//  Read stdin only when a line can be used: connected, and at the prompt
-//  or at a permission question.  Lines typed meanwhile wait in the
-//  terminal (or pipe) and become the next prompt.
 static void s_line (chat_t *c, char *line);
 
 static bool s_want_line (const chat_t *c)
@@ -206,6 +203,9 @@ static void s_take_lines (chat_t *c)
     }
 }
 
+//  Read stdin only when a line can be used: connected, and at the prompt
+//  or at a permission question.  Lines typed meanwhile wait in the
+//  terminal (or pipe) and become the next prompt.
 static void s_update_input (chat_t *c)
 {
     s_take_lines (c);
