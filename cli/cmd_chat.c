@@ -1,8 +1,9 @@
 /*  cmd_chat.c - `corral chat`: an interactive chat with an agent session
     over the gateway, in a terminal.
 
-    A new session (in --cwd, default the current directory) or the one
-    named by --session (its history is replayed first).  Each line read is
+    A new session (in --cwd, or a workspace root this machine knows of:
+    s_default_cwd) or the one named by --session (its history is replayed
+    first).  Each line read is
     a prompt; the answer streams as it arrives: text as is, thinking
     dimmed, tool calls with their status and the start of their result,
     plans.  A permission request is asked on the terminal and answered
@@ -19,8 +20,11 @@
     joins the running turn or returns its stored outcome, so a turn is
     never run twice.
 
-    One loop (cli_ws.c): stdin is adopted into it as a raw fd and read a
-    line at a time; colours only on a terminal and without NO_COLOR.
+    One loop (cli_ws.c): stdin is adopted into it as a raw fd and read
+    only while a line can be used (at the prompt or a permission
+    question), so lines typed during a turn wait and become the next
+    prompt.  Colours only on a terminal and without NO_COLOR; control
+    characters in remote text are neutralised (cli_ws_clean_text).
 */
 #include <errno.h>
 #include <limits.h>
