@@ -375,8 +375,19 @@ static bool s_read_child (up_t *self, child_t *c)
 /* ---- starting a service --------------------------------------------------- */
 
 //  The environment of a service: ours without the secrets and settings
-//  that are corral up's own; extra ("NAME=value") added.
-static char **s_child_env (const char *extra)
+//  that are corral up's own, and without the model providers' keys except
+//  for the worker (the one that calls models); extra ("NAME=value") added.
+static bool s_provider_secret (const char *e)
+{
+    static const char *const names[] = {
+        "OPENAI_API_KEY=", "ANTHROPIC_API_KEY=", "CORRAL_OPENAI_API_KEY=",
+        "CORRAL_ANTHROPIC_API_KEY="};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strncmp (e, names[i], strlen (names[i]))) return true;
+    return false;
+}
+
+static char **s_child_env (const char *extra, bool worker)
 {
     size_t n = 0;
     while (environ[n]) n++;
@@ -386,7 +397,7 @@ static char **s_child_env (const char *extra)
     for (size_t i = 0; i < n; i++) {
         const char *e = environ[i];
         if (!strncmp (e, "CORRAL_API_KEY=", 15) || !strncmp (e, "CORRAL_URL=", 11) ||
-            !strncmp (e, "CORRAL_KEY=", 11))
+            !strncmp (e, "CORRAL_KEY=", 11) || (!worker && s_provider_secret (e)))
             continue;
         env[k++] = (char *)e;
     }
@@ -455,7 +466,7 @@ static int s_spawn (up_t *self, int idx)
         (self->key_from_env || (self->key_from_file && !self->key_retry))) {
         if (asprintf (&extra, "CORRAL_API_KEY=%s", self->key) < 0) extra = NULL;
     }
-    char **env = s_child_env (extra);
+    char **env = s_child_env (extra, idx == K_WORKER);
     int pfd[2];
     if (!env || pipe2 (pfd, O_CLOEXEC)) {
         s_say (self, "cannot start %s: %s", c->bin, strerror (errno));
@@ -955,11 +966,16 @@ static void s_print_banner (up_t *self)
                 self->keyfile);
     if (!strcmp (self->provider, "fake"))
         printf ("  model     " MODEL_SCRIPTED " at %s (offline)\n", self->model_url);
-    else
-        printf ("  model     %s\n",
-                !strcmp (self->provider, "openai")
-                    ? "OpenAI-compatible (OPENAI_BASE_URL / OPENAI_API_KEY)"
-                    : "Anthropic (ANTHROPIC_API_KEY)");
+    else {
+        bool openai = !strcmp (self->provider, "openai");
+        const char *url = getenv (openai ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL");
+        printf ("  model     %s at %s, default model %s\n",
+                openai ? "OpenAI-compatible" : "Anthropic",
+                url && *url ? url
+                : openai    ? "https://api.openai.com/v1"
+                            : "https://api.anthropic.com",
+                getenv ("CORRAL_DEFAULT_MODEL"));
+    }
     printf ("  bus       store %s, events %s\n", self->cfg.store_ep, self->cfg.events_ep);
     //  What the client commands need to find this stack from elsewhere.
     char here[PATH_MAX], real_here[PATH_MAX];
