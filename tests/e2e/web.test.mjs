@@ -349,7 +349,8 @@ try {
             `tab ${name}: both queued prompts ran, each once`, users.slice(-3));
     }
     const busy = (await A.evaluate(() => window.corral.busyRefusals)) + (await B.evaluate(() => window.corral.busyRefusals));
-    console.log(`     (the server refused ${busy} of the two queued prompts as busy; the page kept it queued)`);
+    check(busy <= 2, "a prompt refused as busy is not resent in a loop", `${busy} refusals`);
+    console.log(`     (the server refused ${busy} prompt(s) as busy; the page kept them queued)`);
 
     // ---- the gateway dies mid-stream and comes back -------------------------------------------
     await send(A, "slow story");
@@ -391,6 +392,19 @@ try {
     check((await A.evaluate(() => window.corral.queue)).length === 0, "and it left the queue when its turn ended");
     await shot(A, "09-resumed-after-gateway-restart");
 
+    // ---- a permission prompt open while the gateway restarts ------------------------------------
+    await send(A, "second file");
+    const permR = await openPerm(A);
+    await control("kill");
+    await A.locator("#conn[data-state=reconnecting]").waitFor({ timeout: W });
+    check(await permR.locator("button[data-option-id=allow]").isDisabled(), "the prompt cannot be answered while disconnected");
+    await control("start");
+    await until("the prompt asked again after reconnecting", async () => (await permR.getAttribute("data-state")) === "open");
+    await permR.locator("button[data-option-id=allow]").click();
+    await turnEnded(A, 10);
+    check(await fileText("second.txt") === "two\n" && (await permR.getAttribute("data-winner")) === "here", "answered after the restart: the file is written");
+    await turnEnded(B, 10);
+
     // ---- reload restores the session ---------------------------------------------------------
     const before = await A.evaluate(() => window.corral.answerText());
     const nTurns = await turns(A).count();
@@ -400,8 +414,8 @@ try {
         (await lastTurn(A).getAttribute("data-stop")) === "end_turn");
     check(await A.evaluate(() => window.corral.open.id) === sid, "the same session is open after reload");
     check(await A.evaluate(() => window.corral.answerText()) === before, "the same conversation after reload");
-    check(await A.locator(".card.perm").count() === 4 && await A.locator(".card.perm[data-state=resolved]").count() === 4, "past permission prompts are shown resolved");
-    check(await A.locator(".card.perm[data-winner=here]").count() === 3 && await A.locator(".card.perm[data-winner=elsewhere]").count() === 1,
+    check(await A.locator(".card.perm").count() === 5 && await A.locator(".card.perm[data-state=resolved]").count() === 5, "past permission prompts are shown resolved");
+    check(await A.locator(".card.perm[data-winner=here]").count() === 4 && await A.locator(".card.perm[data-winner=elsewhere]").count() === 1,
         "after reload the tab still knows which answers were its own");
 
     // ---- offline and back --------------------------------------------------------------------

@@ -329,7 +329,12 @@ async function attachOpen({ quietMissing = false, tries = 0 } = {}) {
     const o = S.open;
     if (!o || o.attaching || !S.conn) return;
     o.attaching = true;
-    const params = { sessionId: o.id, afterSeq: o.lastSeq };
+    // A permission request still open: replay from just before it (what we
+    // already have is skipped), so that this connection is asked again.
+    const permSeq = S.conv.pendingPermissionSeq();
+    const from = permSeq !== null && permSeq <= o.lastSeq ? permSeq - 1 : o.lastSeq;
+    o.overlapUntil = from < o.lastSeq ? o.lastSeq : 0;
+    const params = { sessionId: o.id, afterSeq: from };
     if (o.epoch && o.lastSeq > 0) params.epoch = o.epoch;
     try {
         const r = await S.conn.request("_corral/session/attach", params, { timeoutMs: 120_000 });
@@ -416,7 +421,11 @@ function onNotification(method, params) {
     if (method === "_corral/session/state") {
         o.state = params.state;
         uiSoon();
-        if (!RUNNING.has(o.state)) flushQueue();
+        if (!RUNNING.has(o.state)) {
+            // the turn that made the server say "busy" is over
+            for (const q of openQueue()) if (q.busy) q.notBefore = 0;
+            flushQueue();
+        }
     } else if (method === "_corral/session/event") {
         const ev = params.event || {};
         if (ev.kind === "session_created") o.info = { ...ev };
@@ -454,6 +463,7 @@ function acceptSeq(o, method, params) {
         params.update?.sessionUpdate === "user_message_chunk")
         return true;
     if (seq <= o.lastSeq) {
+        if (seq <= (o.overlapUntil || 0)) return false; // a replay we asked to overlap
         o.dups++;
         console.warn(`corral: dropped a repeated event (seq ${seq}, at ${o.lastSeq})`);
         return false;
@@ -551,8 +561,8 @@ function flushQueue() {
     if (o.state === "closed") return drawQueue();
     const q = openQueue();
     if (!busy()) {
-        const next = q.find((x) => x.state === "queued");
-        if (next) sendPrompt(next);
+        const next = q.find((x) => x.state === "queued"); // in order: a waiting first one holds the rest
+        if (next && !(next.notBefore > Date.now())) sendPrompt(next);
     }
     drawQueue();
 }
@@ -560,6 +570,7 @@ function flushQueue() {
 async function sendPrompt(item) {
     item.state = "sending";
     item.note = "";
+    item.busy = false;
     saveQueue();
     drawQueue();
     try {
@@ -578,8 +589,13 @@ async function sendPrompt(item) {
             // when the running turn ends)
             item.state = "queued";
             item.note = e.message;
+            // Not again at once (our view of the state may be a moment
+            // behind): after the running turn ends, or after a pause.
+            const delay = e.code === E.BUSY ? 3000 : Math.min(10_000, Math.max(1000, Number(e.data?.retryAfterMs) || 0));
             if (e.code === E.BUSY) window.corral.busyRefusals++;
-            setTimeout(flushQueue, Math.min(10_000, Math.max(1000, Number(e.data?.retryAfterMs) || 0)));
+            item.busy = e.code === E.BUSY;
+            item.notBefore = Date.now() + delay;
+            setTimeout(flushQueue, delay + 10);
         } else if (e.code === E.CANCELLED || (e.code === -32009 || e.code === -32010)) {
             removeItem(item); // the turn ended (cancelled / failed): its footer says so
         } else {

@@ -407,8 +407,19 @@ export class Conversation {
         return p;
     }
 
-    permOpen(turnId, ev) {
-        this.permCard(turnId, ev.requestId, ev);
+    permOpen(turnId, ev, meta) {
+        const p = this.permCard(turnId, ev.requestId, ev);
+        if (meta.seq) p.seq = meta.seq;
+    }
+
+    // The seq of the oldest permission request still unanswered (or null).
+    // The gateway asks a connection only about requests its replay passed,
+    // so a page re-attaching after a drop starts its replay just before it.
+    pendingPermissionSeq() {
+        let min = null;
+        for (const p of this.perms.values())
+            if (!p.resolved && p.seq && (min === null || p.seq < min)) min = p.seq;
+        return min;
     }
 
     // The gateway asks this connection (rpcId) to answer.
