@@ -300,6 +300,7 @@ async function openSession(id, { fresh = null, quietMissing = false } = {}) {
         // session/new already watches it from seq 1 on this connection
         S.open.epoch = fresh.epoch;
         S.open.attached = true;
+        S.conv.live = true;
         S.open.state = "ready";
         drawHeader();
         $("input").focus();
@@ -335,6 +336,7 @@ async function attachOpen({ quietMissing = false, tries = 0 } = {}) {
     const from = permSeq !== null && permSeq <= o.lastSeq ? permSeq - 1 : o.lastSeq;
     o.overlapUntil = from < o.lastSeq ? o.lastSeq : 0;
     const params = { sessionId: o.id, afterSeq: from };
+    S.conv.live = false; // a replay: its event times say nothing about the clocks
     if (o.epoch && o.lastSeq > 0) params.epoch = o.epoch;
     try {
         const r = await S.conn.request("_corral/session/attach", params, { timeoutMs: 120_000 });
@@ -343,6 +345,7 @@ async function attachOpen({ quietMissing = false, tries = 0 } = {}) {
         o.state = r.state || o.state;
         o.attached = true;
         o.resyncing = false;
+        S.conv.live = true;
         if (o.needResync) {
             o.needResync = false;
             o.attaching = false;

@@ -93,8 +93,16 @@ export class Conversation {
 
     // ---- the stream -----------------------------------------------------------
 
+    // The server's clock, as far as we can tell: event times (ts) and
+    // deadlines are the server's; live timers count from them.
+    serverNow() {
+        return Date.now() - (this.skew || 0);
+    }
+
     apply(method, p) {
         const meta = p._meta || {};
+        // only live events tell the offset (a replayed one is old)
+        if (meta.ts && this.live) this.skew = Date.now() - meta.ts;
         if (method === "session/update") this.update(p.update || {}, meta);
         else if (method === "_corral/session/event") this.event(p.event || {}, meta);
         else if (method === "_corral/session/state") this.state(p, meta);
@@ -182,7 +190,7 @@ export class Conversation {
         let c = this.tools.get(key);
         if (!c) {
             c = {
-                start: meta.ts || Date.now(), end: null, status: "pending",
+                start: meta.ts || this.serverNow(), end: null, status: "pending",
                 el: h("div.card.tool"), head: h("div.tool-head"), input: h("div.tool-input"),
                 body: h("div.tool-body"), statusEl: h("span.badge"), durEl: h("span.dur"),
             };
@@ -221,13 +229,13 @@ export class Conversation {
         c.el.dataset.status = status;
         c.statusEl.className = `badge status-${status}`;
         c.statusEl.textContent = STATUS_TEXT[status] || status;
-        if (TERMINAL.has(status) && !c.end) c.end = meta.ts || Date.now();
+        if (TERMINAL.has(status) && !c.end) c.end = meta.ts || this.serverNow();
         this.toolDuration(c);
     }
 
     toolDuration(c) {
         if (c.end) c.durEl.textContent = duration(c.end - c.start);
-        else if (c.status === "in_progress") c.durEl.textContent = duration(Date.now() - c.start);
+        else if (c.status === "in_progress") c.durEl.textContent = duration(this.serverNow() - c.start);
         else c.durEl.textContent = "";
     }
 
@@ -371,7 +379,7 @@ export class Conversation {
         // any tool still running ends with the turn
         for (const [key, c] of this.tools) {
             if (key.startsWith(`${turnId}/`) && !TERMINAL.has(c.status)) {
-                c.end = c.end || Date.now();
+                c.end = c.end || this.serverNow();
                 c.statusEl.textContent = ev.stopReason === "cancelled" ? "cancelled" : "stopped";
                 c.el.dataset.status = "cancelled";
                 this.toolDuration(c);
@@ -522,7 +530,7 @@ export class Conversation {
         } else if (p.rpcId === null) {
             text = "Waiting for the gateway to ask this window…";
         } else {
-            const left = p.deadline ? Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) : null;
+            const left = p.deadline ? Math.max(0, Math.round((p.deadline - this.serverNow()) / 1000)) : null;
             text = left !== null ? `Choose an answer · refused automatically in ${left} s` : "Choose an answer";
         }
         p.status.textContent = text;
