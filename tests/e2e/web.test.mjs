@@ -201,7 +201,8 @@ try {
     await A.fill("#new-title-input", "web test");
     await A.click("#new-create");
     await A.locator("#new-error:not([hidden])").waitFor({ timeout: W });
-    check((await A.textContent("#new-error")).length > 10, "a cwd outside the roots is refused in the dialog", await A.textContent("#new-error"));
+    check(/outside the workspace roots/.test(await A.textContent("#new-error")), "a cwd outside the roots is refused in the dialog", await A.textContent("#new-error"));
+    check(await A.locator(`#cwd-list option[value="${WS}/"]`).count() === 1, "the refused cwd's message teaches the dialog the workspace root");
     await A.fill("#new-cwd", WS);
     await A.selectOption("#new-mode", "ask");
     await A.click("#new-create");

@@ -20,7 +20,7 @@ import { h, clear, ago, money, localTime } from "./dom.js";
 const $ = (id) => document.getElementById(id);
 const LS = {
     key: "corral.key", theme: "corral.theme", lastOpen: "corral.lastOpen",
-    lastCwd: "corral.lastCwd", queue: "corral.queue", answers: "corral.answers",
+    lastCwd: "corral.lastCwd", queue: "corral.queue", answers: "corral.answers", root: "corral.root",
 };
 const RUNNING = new Set(["running", "awaiting_permission", "creating"]);
 const SIDEBAR_REFRESH_MS = 15_000;
@@ -273,7 +273,8 @@ function drawSessions() {
         if (focused === s.id) btn.focus();
     }
     // suggestions for the new-session dialog
-    const cwds = [...new Set(S.sessions.map((s) => s.cwd).filter(Boolean))];
+    const root = localStorage.getItem(LS.root);
+    const cwds = [...new Set([...S.sessions.map((s) => s.cwd), root && `${root}/`].filter(Boolean))];
     $("cwd-list").replaceChildren(...cwds.map((c) => h("option", { value: c })));
     const models = [...new Set(S.sessions.map((s) => s.model).filter(Boolean))];
     $("model-list").replaceChildren(...models.map((m) => h("option", { value: m })));
@@ -810,6 +811,12 @@ async function createSession(ev) {
     } catch (e) {
         $("new-error").hidden = false;
         $("new-error").textContent = e.message;
+        // "cwd … is outside the workspace roots (/srv/ws, ...)": offer the root
+        const root = /outside the workspace roots \(([^,)]+)/.exec(e.message || "")?.[1];
+        if (root && root.startsWith("/")) {
+            localStorage.setItem(LS.root, root);
+            drawSessions();
+        }
     } finally {
         btn.disabled = false;
     }
