@@ -687,6 +687,9 @@ function updateComposer() {
     const o = S.open;
     const running = !!o && RUNNING.has(o.state);
     $("cancel").hidden = !running;
+    $("activity").hidden = !running;
+    $("activity-text").textContent = o?.state === "awaiting_permission"
+        ? "Waiting for a permission answer (above)" : "The agent is working… Esc or Stop ends the turn";
     const closed = o?.state === "closed";
     $("input").disabled = !o || closed;
     $("send").disabled = !o || closed;
