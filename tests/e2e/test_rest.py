@@ -515,9 +515,11 @@ def t_metrics():
 def t_static_default():
     r = curl(url("/"))
     check(r.status == 200 and r.h("content-type").startswith("text/html")
-          and "Corral gateway" in r.body and "/v1/health/ready" in r.body, "index: %r" % r)
+          and "<title>Corral</title>" in r.body and "js/app.js" in r.body, "index: %r" % r)
     r = curl(url("/style.css"))
     check(r.status == 200 and r.h("content-type").startswith("text/css"), "css: %r" % r)
+    r = curl(url("/js/app.js"))
+    check(r.status == 200 and "javascript" in r.h("content-type"), "module: %r" % r)
     check(curl(url("/nothing-here.html")).status == 404, "404")
 
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,18 +48,29 @@ static pid_t s_spawn_tree (unsigned mib, pid_t *stray)
 {
     int p[2];
     assert_int_equal (pipe (p), 0);
+    pid_t test = getpid ();
     pid_t pid = fork ();
     assert_true (pid >= 0);
     if (pid == 0) {
+        //  Neither may outlive a failed test: ctest would wait on their
+        //  inherited stdout until it times out.
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != test) _exit (1);
         setpgid (0, 0);
+        pid_t leader = getpid ();
         pid_t g = fork ();
         if (g == 0) {
+            prctl (PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid () != leader) _exit (1);
             setsid ();
             pause ();
             _exit (0);
         }
-        char *mem = malloc ((size_t)mib * MIB);
-        if (mem) memset (mem, 1, (size_t)mib * MIB);
+        //  Touch every page through a volatile pointer: an optimiser may
+        //  drop a malloc + memset whose memory is never read.
+        size_t len = (size_t)mib * MIB;
+        volatile char *mem = malloc (len);
+        for (size_t i = 0; mem && i < len; i += 4096) mem[i] = 1;
         if (write (p[1], &g, sizeof g) < 0) _exit (1);
         pause ();
         _exit (0);
