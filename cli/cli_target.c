@@ -26,6 +26,21 @@ const char *cli_target_no_key (void)
            "with `corral up` (it keeps its key in $CORRAL_DATA_DIR/local-api-key)";
 }
 
+int cli_target_with_key (cli_target_t *t, const char *prog, const char *url_flag,
+                         const char *key_flag)
+{
+    char err[512];
+    if (cli_target_resolve (t, url_flag, key_flag, err, sizeof err)) {
+        fprintf (stderr, "%s: %s\n", prog, err);
+        return CLI_USAGE;
+    }
+    if (!t->key[0]) {
+        fprintf (stderr, "%s: %s\n", prog, cli_target_no_key ());
+        return CLI_USAGE;
+    }
+    return 0;
+}
+
 //  Characters allowed in a URL we build requests from: printable ASCII,
 //  no spaces (a control character would end up in an HTTP request line).
 static bool s_printable (const char *s)

@@ -25,9 +25,10 @@
     then after cm_config_load:
         cli_target_t t;
         if (cli_target_resolve (&t, cfg.url, cfg.key, err, sizeof err)) {
-            fprintf (stderr, "corral chat: %s\n", err);
+            fprintf (stderr, "corral tap: %s\n", err);
             return CLI_USAGE;
         }
+    or, for a command that needs a key, cli_target_with_key().
 */
 #ifndef CLI_TARGET_H
 #define CLI_TARGET_H
@@ -87,6 +88,12 @@ int cli_endpoint_open (const char *endpoint);
 
 //  A one-line hint for a command that needs a key and found none.
 const char *cli_target_no_key (void);
+
+//  For a command that needs a key: cli_target_resolve, then the key must
+//  be there.  Returns 0, or CLI_USAGE after printing "<prog>: <why>" on
+//  stderr (a malformed URL or key, or cli_target_no_key()).
+int cli_target_with_key (cli_target_t *t, const char *prog, const char *url_flag,
+                         const char *key_flag);
 
 //  The data directory corral uses: $CORRAL_DATA_DIR or "./data".
 const char *cli_data_dir (void);

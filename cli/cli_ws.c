@@ -18,6 +18,7 @@
 #include <libwebsockets.h>
 
 #include "cli.h"
+#include "cli_render.h"
 #include "cli_ws.h"
 
 #define BACKOFF_FIRST_MS  250
@@ -105,7 +106,7 @@ const char *cli_ws_error_text (const json_t *error, char *buf, size_t size)
 {
     const char *msg = json_string_value (json_object_get (error, "message"));
     snprintf (buf, size, "%s (%d)", msg ? msg : "error", cli_ws_error_code (error));
-    return buf;
+    return cli_render_clean_line (buf); //  the gateway's words, for a terminal
 }
 
 int cli_ws_error_code (const json_t *error)
@@ -113,39 +114,13 @@ int cli_ws_error_code (const json_t *error)
     return (int)json_integer_value (json_object_get (error, "code"));
 }
 
-void cli_ws_clean_text (json_t *value)
+void cli_ws_stop_refused (cli_ws_t *self, const char *prog, const char *method,
+                          const json_t *error)
 {
-    if (json_is_string (value)) {
-        const unsigned char *p = (const unsigned char *)json_string_value (value);
-        size_t n = json_string_length (value), bad = 0;
-        for (size_t i = 0; i < n; i++)
-            if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t') || p[i] == 0x7f ||
-                (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f))
-                bad++;
-        if (!bad) return;
-        char *q = malloc (n + 1);
-        if (!q) return;
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f) {
-                q[k++] = '?';
-                i++;
-            } else if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t') || p[i] == 0x7f)
-                q[k++] = '?';
-            else
-                q[k++] = (char)p[i];
-        }
-        json_string_setn (value, q, k);
-        free (q);
-    } else if (json_is_object (value)) {
-        const char *key;
-        json_t *v;
-        json_object_foreach (value, key, v) cli_ws_clean_text (v);
-    } else if (json_is_array (value)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach (value, i, v) cli_ws_clean_text (v);
-    }
+    char buf[512];
+    fprintf (stderr, "%s: %s failed: %s\n", prog, method,
+             cli_ws_error_text (error, buf, sizeof buf));
+    cli_ws_stop (self, cli_render_exit_code (error));
 }
 
 static char *s_dup (const char *s)
@@ -535,6 +510,7 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
                                                              : sizeof self->close_why - 1;
             memcpy (self->close_why, b + 2, rl);
             self->close_why[rl] = '\0';
+            cli_render_clean_line (self->close_why); //  shown on stderr
         }
         break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {

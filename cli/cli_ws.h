@@ -178,15 +178,15 @@ const char *cli_ws_epoch (const cli_ws_t *self);
 //  cancels it.  One timer per client, for the command's own use.
 void cli_ws_timer (cli_ws_t *self, int ms, void (*fn) (cli_ws_t *ws, void *arg));
 
-//  Make every string inside value safe to print on a terminal: control
-//  characters other than newline and tab (C0, DEL, and C1 as UTF-8)
-//  become '?', so text from a model or a command cannot move the cursor,
-//  recolour or retitle the terminal.  Changes value in place.
-void cli_ws_clean_text (json_t *value);
-
-//  A short text for a JSON-RPC error object: "message (code)".
+//  A short text for a JSON-RPC error object: "message (code)", in buf,
+//  safe for a terminal (cli_render_clean_line).
 const char *cli_ws_error_text (const json_t *error, char *buf, size_t size);
 //  The error's code (0 if it has none).
 int cli_ws_error_code (const json_t *error);
+//  A request the command cannot go on without failed: print
+//  "<prog>: <method> failed: <message> (<code>)" on stderr and stop with
+//  the exit code the error stands for (cli_render_exit_code).
+void cli_ws_stop_refused (cli_ws_t *self, const char *prog, const char *method,
+                          const json_t *error);
 
 #endif

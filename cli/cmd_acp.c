@@ -233,13 +233,7 @@ int cli_acp (int argc, char **argv)
         return CLI_USAGE;
     }
     cli_target_t t;
-    if (cli_target_resolve (&t, cfg.url, cfg.key, err, sizeof err)) {
-        fprintf (stderr, "corral acp: %s\n", err);
-        cm_config_free (s_opts, &cfg);
-        return CLI_USAGE;
-    }
-    if (!t.key[0]) {
-        fprintf (stderr, "corral acp: %s\n", cli_target_no_key ());
+    if (cli_target_with_key (&t, "corral acp", cfg.url, cfg.key)) {
         cm_config_free (s_opts, &cfg);
         return CLI_USAGE;
     }

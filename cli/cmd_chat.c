@@ -24,7 +24,7 @@
     only while a line can be used (at the prompt or a permission
     question), so lines typed during a turn wait and become the next
     prompt.  Colours only on a terminal and without NO_COLOR; control
-    characters in remote text are neutralised (cli_ws_clean_text).
+    characters in remote text are neutralised (cli_render_clean).
 */
 #include <errno.h>
 #include <limits.h>
@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_render.h"
 #include "cli_target.h"
 #include "cli_ws.h"
 #include "cm_config.h"
@@ -243,7 +244,7 @@ static void s_show_result (chat_t *c, const char *text)
         const char *nl = strchr (p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen (p);
         s_color (c, C_DIM);
-        printf ("    %.*s%s", (int)(n > RESULT_LINE_MAX ? RESULT_LINE_MAX : n), p,
+        printf ("    %.*s%s", (int)cli_render_cut (p, n, RESULT_LINE_MAX), p,
                 n > RESULT_LINE_MAX ? "..." : "");
         s_color (c, C_PLAIN);
         fputc ('\n', stdout);
@@ -262,12 +263,6 @@ static void s_show_result (chat_t *c, const char *text)
     c->at_bol = true;
 }
 
-static const char *s_str (const json_t *o, const char *key)
-{
-    const char *s = json_string_value (json_object_get (o, key));
-    return s ? s : "";
-}
-
 static void s_stream (chat_t *c, int kind, const char *text)
 {
     if (c->in_text != kind) {
@@ -281,14 +276,14 @@ static void s_stream (chat_t *c, int kind, const char *text)
 
 static void s_render_update (chat_t *c, const json_t *u, bool live)
 {
-    const char *kind = s_str (u, "sessionUpdate");
+    const char *kind = cli_render_str (u, "sessionUpdate");
     const json_t *content = json_object_get (u, "content");
     if (!strcmp (kind, "agent_message_chunk"))
-        s_stream (c, 1, s_str (content, "text"));
+        s_stream (c, 1, cli_render_str (content, "text"));
     else if (!strcmp (kind, "agent_thought_chunk"))
-        s_stream (c, 2, s_str (content, "text"));
+        s_stream (c, 2, cli_render_str (content, "text"));
     else if (!strcmp (kind, "user_message_chunk")) {
-        const char *text = s_str (content, "text");
+        const char *text = cli_render_str (content, "text");
         //  Our own prompt is on the screen already.
         if (live && c->turn && c->turn_text && !strcmp (text, c->turn_text)) return;
         s_newline (c);
@@ -300,14 +295,14 @@ static void s_render_update (chat_t *c, const json_t *u, bool live)
     } else if (!strcmp (kind, "tool_call")) {
         unsigned slot = c->n_tools++ % 16;
         snprintf (c->tools[slot].id, sizeof c->tools[slot].id, "%s",
-                  s_str (u, "toolCallId"));
+                  cli_render_str (u, "toolCallId"));
         snprintf (c->tools[slot].title, sizeof c->tools[slot].title, "%s",
-                  s_str (u, "title"));
+                  cli_render_str (u, "title"));
         s_newline (c);
         s_color (c, C_CYAN);
-        printf ("* %s", s_str (u, "title"));
+        printf ("* %s", cli_render_str (u, "title"));
         s_color (c, C_PLAIN);
-        const char *k = s_str (u, "kind");
+        const char *k = cli_render_str (u, "kind");
         if (*k) {
             s_color (c, C_DIM);
             printf (" (%s)", k);
@@ -316,29 +311,20 @@ static void s_render_update (chat_t *c, const json_t *u, bool live)
         fputc ('\n', stdout);
         c->at_bol = true;
     } else if (!strcmp (kind, "tool_call_update")) {
-        const char *status = s_str (u, "status");
+        const char *status = cli_render_str (u, "status");
         if (strcmp (status, "completed") && strcmp (status, "failed")) return;
         s_newline (c);
         bool ok = !strcmp (status, "completed");
         s_color (c, ok ? C_GREEN : C_RED);
-        const char *id = s_str (u, "toolCallId"), *title = id;
+        const char *id = cli_render_str (u, "toolCallId"), *title = id;
         for (unsigned k = 0; k < 16; k++)
             if (!strcmp (c->tools[k].id, id)) title = c->tools[k].title;
         printf ("  %s: %s", ok ? "done" : "failed", title);
         s_color (c, C_PLAIN);
         fputc ('\n', stdout);
         c->at_bol = true;
-        size_t i;
-        json_t *item;
-        json_array_foreach (content, i, item)
-        {
-            const char *t = json_string_value (
-                json_object_get (json_object_get (item, "content"), "text"));
-            if (t) {
-                s_show_result (c, t);
-                break;
-            }
-        }
+        const char *t = cli_render_tool_text (content);
+        if (t) s_show_result (c, t);
     } else if (!strcmp (kind, "plan")) {
         s_newline (c);
         s_color (c, C_CYAN);
@@ -348,30 +334,26 @@ static void s_render_update (chat_t *c, const json_t *u, bool live)
         json_t *e;
         json_array_foreach (json_object_get (u, "entries"), i, e)
         {
-            const char *st = s_str (e, "status");
-            printf ("  [%s] %s\n",
-                    !strcmp (st, "completed")     ? "x"
-                    : !strcmp (st, "in_progress") ? ">"
-                                                  : " ",
-                    s_str (e, "content"));
+            printf ("  [%s] %s\n", cli_render_plan_mark (cli_render_str (e, "status")),
+                    cli_render_str (e, "content"));
         }
         c->at_bol = true;
     } else if (!strcmp (kind, "current_mode_update")) {
-        s_note (c, C_DIM, "(mode: %s)", s_str (u, "currentModeId"));
+        s_note (c, C_DIM, "(mode: %s)", cli_render_str (u, "currentModeId"));
     }
 }
 
 static void s_render_event (chat_t *c, const json_t *ev, bool live)
 {
-    const char *kind = s_str (ev, "kind");
+    const char *kind = cli_render_str (ev, "kind");
     if (!strcmp (kind, "usage_update")) {
         const json_t *usage = json_object_get (ev, "usage");
         c->tokens_in = json_integer_value (json_object_get (usage, "inputTokens"));
         c->tokens_out = json_integer_value (json_object_get (usage, "outputTokens"));
     } else if (!strcmp (kind, "turn_ended")) {
-        const char *stop = s_str (ev, "stopReason");
+        const char *stop = cli_render_str (ev, "stopReason");
         json_int_t code = json_integer_value (json_object_get (ev, "code"));
-        const char *msg = s_str (ev, "message");
+        const char *msg = cli_render_str (ev, "message");
         if (code) {
             if (*msg)
                 s_note (c, C_RED, "(the turn failed: %s)", msg);
@@ -392,10 +374,12 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
         //  Someone else's turn (ours ends with its prompt's answer).
         if (live && !c->turn) s_show_prompt (c);
     } else if (!strcmp (kind, "permission_resolved")) {
-        snprintf (c->perm_outcome, sizeof c->perm_outcome, "%s", s_str (ev, "outcome"));
-        snprintf (c->perm_option, sizeof c->perm_option, "%s", s_str (ev, "optionId"));
+        snprintf (c->perm_outcome, sizeof c->perm_outcome, "%s",
+                  cli_render_str (ev, "outcome"));
+        snprintf (c->perm_option, sizeof c->perm_option, "%s",
+                  cli_render_str (ev, "optionId"));
     } else if (!strcmp (kind, "policy")) {
-        const char *msg = s_str (ev, "message");
+        const char *msg = cli_render_str (ev, "message");
         char *j = *msg ? NULL : json_dumps (ev, JSON_COMPACT);
         s_note (c, C_YELLOW, "(policy: %s)", *msg ? msg : j ? j : "");
         free (j);
@@ -492,7 +476,7 @@ static void on_permission (chat_t *c, const json_t *id, const json_t *params)
     json_t *o;
     json_array_foreach (json_object_get (params, "options"), i, o)
     {
-        const char *k = s_str (o, "kind"), *oid = s_str (o, "optionId");
+        const char *k = cli_render_str (o, "kind"), *oid = cli_render_str (o, "optionId");
         char *slot = !strcmp (k, "allow_once")     ? c->perm_yes
                      : !strcmp (k, "reject_once")  ? c->perm_no
                      : !strcmp (k, "allow_always") ? c->perm_always
@@ -503,7 +487,7 @@ static void on_permission (chat_t *c, const json_t *id, const json_t *params)
     const json_t *tool = json_object_get (params, "toolCall");
     s_newline (c);
     s_color (c, C_YELLOW);
-    printf ("permission needed: %s", s_str (tool, "title"));
+    printf ("permission needed: %s", cli_render_str (tool, "title"));
     s_color (c, C_PLAIN);
     fputc ('\n', stdout);
     c->at_bol = true;
@@ -685,7 +669,7 @@ static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
     else if (!strcmp (method, "_corral/session/event"))
         s_render_event (c, json_object_get (params, "event"), live);
     else if (!strcmp (method, "_corral/session/state")) {
-        snprintf (c->state, sizeof c->state, "%s", s_str (params, "state"));
+        snprintf (c->state, sizeof c->state, "%s", cli_render_str (params, "state"));
         if (!strcmp (c->state, "hibernated") && live)
             s_note (c, C_DIM, "(the session is hibernated; the next prompt resumes it)");
         else if (!strcmp (c->state, "closed") && live)
@@ -711,7 +695,7 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
 {
     //  What the model and its commands wrote reaches the terminal cleaned.
     json_t *clean = params ? json_deep_copy (params) : NULL;
-    cli_ws_clean_text (clean);
+    cli_render_clean (clean);
     on_message_ (ws, method, clean ? clean : params, id, arg);
     json_decref (clean);
     s_update_input (arg);
@@ -722,27 +706,22 @@ static void on_new_session_ (cli_ws_t *ws, const json_t *result, const json_t *e
 {
     chat_t *c = arg;
     c->creating = false;
-    char buf[512];
     if (error) {
         if (cli_ws_error_code (error) == CLI_WS_DROPPED) return; //  again on reconnecting
-        fprintf (stderr, "corral chat: session/new failed: %s\n",
-                 cli_ws_error_text (error, buf, sizeof buf));
-        int code = cli_ws_error_code (error);
-        cli_ws_stop (ws, code == -32602 ? CLI_USAGE
-                         : code == -32000 || code == -32005 || code == -32003
-                             ? CLI_REFUSED
-                             : CLI_FAIL);
+        cli_ws_stop_refused (ws, "corral chat", "session/new", error);
         return;
     }
-    const char *sid = s_str (result, "sessionId");
+    const char *sid = cli_render_str (result, "sessionId");
     c->sid = strdup (sid);
     if (!c->sid) {
         cli_ws_stop (ws, CLI_FAIL);
         return;
     }
     //  session/new watches from seq 1 on this connection already.
-    cli_ws_watch (ws, sid, 0, s_str (json_object_get (result, "_meta"), "epoch"), false);
-    const char *mode = s_str (json_object_get (result, "modes"), "currentModeId");
+    cli_ws_watch (ws, sid, 0, cli_render_str (json_object_get (result, "_meta"), "epoch"),
+                  false);
+    const char *mode =
+        cli_render_str (json_object_get (result, "modes"), "currentModeId");
     c->ready = true;
     s_note (c, C_DIM,
             "session %s (mode %s) in %s\nCtrl-C cancels a turn, Ctrl-D leaves, /help.",
@@ -775,7 +754,7 @@ static void on_ready_ (cli_ws_t *ws, const json_t *attach, void *arg)
         return;
     }
     c->ready = true;
-    const char *state = s_str (attach, "state");
+    const char *state = cli_render_str (attach, "state");
     if (*state) snprintf (c->state, sizeof c->state, "%s", state);
     if (again)
         s_note (c, C_DIM, "(reconnected; resumed after seq %lld)",
@@ -806,13 +785,7 @@ static void on_ready (cli_ws_t *ws, const json_t *attach, void *arg)
 static void on_refused (cli_ws_t *ws, const char *method, const json_t *error, void *arg)
 {
     (void)arg;
-    char buf[512];
-    fprintf (stderr, "corral chat: %s failed: %s\n", method,
-             cli_ws_error_text (error, buf, sizeof buf));
-    int code = cli_ws_error_code (error);
-    cli_ws_stop (ws, code == -32602                                       ? CLI_USAGE
-                     : code == -32000 || code == -32002 || code == -32005 ? CLI_REFUSED
-                                                                          : CLI_FAIL);
+    cli_ws_stop_refused (ws, "corral chat", method, error);
 }
 
 static int64_t on_expired (cli_ws_t *ws, const json_t *error, void *arg)
@@ -939,14 +912,7 @@ int cli_chat (int argc, char **argv)
     rc = CLI_USAGE;
     chat_t c = {.cfg = &cfg, .at_bol = true};
     cli_target_t tg;
-    if (cli_target_resolve (&tg, cfg.url, cfg.key, err, sizeof err)) {
-        fprintf (stderr, "corral chat: %s\n", err);
-        goto done;
-    }
-    if (!tg.key[0]) {
-        fprintf (stderr, "corral chat: %s\n", cli_target_no_key ());
-        goto done;
-    }
+    if (cli_target_with_key (&tg, "corral chat", cfg.url, cfg.key)) goto done;
     if (!cfg.cwd && !cfg.session && !(cfg.cwd = s_default_cwd ())) {
         fprintf (stderr, "corral chat: cannot tell the current directory; use --cwd\n");
         goto done;

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_render.h"
 #include "cli_target.h"
 #include "cm_config.h"
 #include "cm_id.h"
@@ -139,9 +140,11 @@ static int s_request (const cli_target_t *t, const sessions_config_t *cfg,
     json_t *e = json_object_get (j, "error");
     const char *msg = json_string_value (json_object_get (e, "message"));
     const char *reason = json_string_value (json_object_get (e, "reason"));
-    fprintf (stderr, "corral sessions: %s (HTTP %ld%s%s)\n",
-             msg ? msg : "the gateway refused the request", code, reason ? ", " : "",
-             reason ? reason : "");
+    char said[512];
+    snprintf (said, sizeof said, "%s (HTTP %ld%s%s)",
+              msg ? msg : "the gateway refused the request", code, reason ? ", " : "",
+              reason ? reason : "");
+    fprintf (stderr, "corral sessions: %s\n", cli_render_clean_line (said));
     if (code == 401)
         fprintf (stderr,
                  "corral sessions: the key came from %s; give another with --key or "
@@ -235,6 +238,7 @@ static int s_list (const cli_target_t *t, const sessions_config_t *cfg)
                     "TOKENS", "UPDATED (UTC)", "CWD");
             size_t i;
             json_t *s;
+            cli_render_clean (all); //  titles and paths are anyone's text
             json_array_foreach (all, i, s) s_print_row (s);
             if (!json_array_size (all)) fprintf (stderr, "(no sessions)\n");
         }
@@ -258,6 +262,7 @@ static void s_print_fields (json_t *o, const char *prefix)
     {
         char name[256];
         snprintf (name, sizeof name, "%s%s", prefix, k);
+        cli_render_clean_line (name); //  keys are not cleaned by cli_render_clean
         if (json_is_object (v)) {
             char sub[260];
             snprintf (sub, sizeof sub, "%s.", name);
@@ -305,8 +310,10 @@ static int s_one (const cli_target_t *t, const sessions_config_t *cfg, const cha
             free (text);
         } else if (close)
             printf ("closed %s\n", id_buf);
-        else
+        else {
+            cli_render_clean (j);
             s_print_fields (j, "");
+        }
     }
     json_decref (j);
     return status;
@@ -380,11 +387,7 @@ int cli_sessions (int argc, char **argv)
     }
     int status = CLI_USAGE;
     cli_target_t t;
-    if (cli_target_resolve (&t, cfg.url, cfg.key, err, sizeof err))
-        fprintf (stderr, "%s: %s\n", prog, err);
-    else if (!t.key[0])
-        fprintf (stderr, "%s: %s\n", prog, cli_target_no_key ());
-    else {
+    if (!cli_target_with_key (&t, prog, cfg.url, cfg.key)) {
         curl_global_init (CURL_GLOBAL_DEFAULT);
         status = !strcmp (cmd, "list") ? s_list (&t, &cfg) : s_one (&t, &cfg, cmd, id);
         curl_global_cleanup ();

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_render.h"
 #include "cli_target.h"
 #include "cli_ws.h"
 #include "cm_config.h"
@@ -86,44 +87,27 @@ static char *s_take_positional (const cm_cfg_opt_t *opts, int *argc, char **argv
     return NULL;
 }
 
-//  Text as a JSON string on one line, cut at DETAIL_MAX characters.
+//  Text as a JSON string on one line; past DETAIL_MAX bytes cut (at a
+//  character's start, before escaping, so no character or escape is cut
+//  in two) and followed by its whole length.
 static void s_put_text (FILE *out, const char *text)
 {
-    json_t *s = json_string (text ? text : "");
+    size_t n = text ? strlen (text) : 0;
+    size_t show = cli_render_cut (text, n, DETAIL_MAX);
+    json_t *s = json_stringn (text ? text : "", show);
     char *q = s ? json_dumps (s, JSON_ENCODE_ANY) : NULL;
     json_decref (s);
     if (!q) return;
-    size_t n = strlen (q);
-    if (n > DETAIL_MAX)
-        fprintf (out, "%.*s...\" (%zu bytes)", DETAIL_MAX, q, strlen (text));
+    if (show < n)
+        fprintf (out, "%.*s...\" (%zu bytes)", (int)strlen (q) - 1, q, n);
     else
         fputs (q, out);
     free (q);
 }
 
-static const char *s_str (const json_t *o, const char *key)
-{
-    const char *s = json_string_value (json_object_get (o, key));
-    return s ? s : "";
-}
-
-//  The first text of a tool call update's content list.
-static const char *s_content_text (const json_t *content)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach (content, i, c)
-    {
-        const char *t =
-            json_string_value (json_object_get (json_object_get (c, "content"), "text"));
-        if (t) return t;
-    }
-    return NULL;
-}
-
 static void s_print_update (FILE *out, const json_t *u)
 {
-    const char *kind = s_str (u, "sessionUpdate");
+    const char *kind = cli_render_str (u, "sessionUpdate");
     const json_t *content = json_object_get (u, "content");
     if (!strcmp (kind, "user_message_chunk") || !strcmp (kind, "agent_message_chunk") ||
         !strcmp (kind, "agent_thought_chunk")) {
@@ -135,14 +119,15 @@ static void s_print_update (FILE *out, const json_t *u)
         if (text)
             s_put_text (out, text);
         else
-            fprintf (out, "[%s block]", s_str (content, "type"));
+            fprintf (out, "[%s block]", cli_render_str (content, "type"));
     } else if (!strcmp (kind, "tool_call")) {
-        fprintf (out, "%-10s %s: %s [%s] %s", "tool", s_str (u, "toolCallId"),
-                 s_str (u, "title"), s_str (u, "kind"), s_str (u, "status"));
+        fprintf (out, "%-10s %s: %s [%s] %s", "tool", cli_render_str (u, "toolCallId"),
+                 cli_render_str (u, "title"), cli_render_str (u, "kind"),
+                 cli_render_str (u, "status"));
     } else if (!strcmp (kind, "tool_call_update")) {
-        fprintf (out, "%-10s %s: %s", "tool", s_str (u, "toolCallId"),
-                 s_str (u, "status"));
-        const char *t = s_content_text (content);
+        fprintf (out, "%-10s %s: %s", "tool", cli_render_str (u, "toolCallId"),
+                 cli_render_str (u, "status"));
+        const char *t = cli_render_tool_text (content);
         if (t) {
             fputc (' ', out);
             s_put_text (out, t);
@@ -153,18 +138,15 @@ static void s_print_update (FILE *out, const json_t *u)
         json_t *e;
         json_array_foreach (json_object_get (u, "entries"), i, e)
         {
-            const char *st = s_str (e, "status");
             fprintf (out, "%s[%s] %s", i ? "; " : " ",
-                     !strcmp (st, "completed")     ? "x"
-                     : !strcmp (st, "in_progress") ? ">"
-                                                   : " ",
-                     s_str (e, "content"));
+                     cli_render_plan_mark (cli_render_str (e, "status")),
+                     cli_render_str (e, "content"));
         }
     } else if (!strcmp (kind, "current_mode_update")) {
-        fprintf (out, "%-10s %s", "mode", s_str (u, "currentModeId"));
+        fprintf (out, "%-10s %s", "mode", cli_render_str (u, "currentModeId"));
     } else if (!strcmp (kind, "session_info_update")) {
         fprintf (out, "%-10s title ", "info");
-        s_put_text (out, s_str (u, "title"));
+        s_put_text (out, cli_render_str (u, "title"));
     } else {
         char *j = json_dumps (u, JSON_COMPACT);
         fprintf (out, "%-10s %s", "update", j ? j : kind);
@@ -174,7 +156,7 @@ static void s_print_update (FILE *out, const json_t *u)
 
 static void s_print_event (FILE *out, const json_t *ev)
 {
-    const char *kind = s_str (ev, "kind");
+    const char *kind = cli_render_str (ev, "kind");
     json_t *rest = json_deep_copy (ev);
     json_object_del (rest, "kind");
     char *j = rest && json_object_size (rest) ? json_dumps (rest, JSON_COMPACT) : NULL;
@@ -182,7 +164,8 @@ static void s_print_event (FILE *out, const json_t *ev)
     fprintf (out, "%-10s %s", "event", kind);
     if (j) {
         size_t n = strlen (j);
-        fprintf (out, " %.*s%s", DETAIL_MAX, j, n > DETAIL_MAX ? "..." : "");
+        fprintf (out, " %.*s%s", (int)cli_render_cut (j, n, DETAIL_MAX), j,
+                 n > DETAIL_MAX ? "..." : "");
     }
     free (j);
 }
@@ -210,7 +193,7 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
     //  Text for a terminal: no control characters from the model's text.
     json_t *clean = json_deep_copy (params);
     if (clean) {
-        cli_ws_clean_text (clean);
+        cli_render_clean (clean);
         params = clean;
     }
     const json_t *meta = json_object_get (params, "_meta");
@@ -226,13 +209,18 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
     if (!strcmp (method, "session/update"))
         s_print_update (stdout, json_object_get (params, "update"));
     else if (!strcmp (method, "_corral/session/state")) {
-        printf ("%-10s %s", "state", s_str (params, "state"));
-        const char *reason = s_str (params, "reason");
+        printf ("%-10s %s", "state", cli_render_str (params, "state"));
+        const char *reason = cli_render_str (params, "reason");
         if (*reason) printf (" (%s)", reason);
     } else if (!strcmp (method, "_corral/session/event"))
         s_print_event (stdout, json_object_get (params, "event"));
-    else
-        printf ("%-10s %s", "other", method);
+    else {
+        char other[128]; //  a method this version does not know, cleaned
+        snprintf (other, sizeof other, "%.*s",
+                  (int)cli_render_cut (method, strlen (method), sizeof other - 1),
+                  method);
+        printf ("%-10s %s", "other", cli_render_clean_line (other));
+    }
     putchar ('\n');
     fflush (stdout);
     json_decref (clean);
@@ -254,13 +242,7 @@ static void on_ready (cli_ws_t *ws, const json_t *attach, void *arg)
 static void on_refused (cli_ws_t *ws, const char *method, const json_t *error, void *arg)
 {
     (void)arg;
-    char buf[512];
-    fprintf (stderr, "corral tail: %s failed: %s\n", method,
-             cli_ws_error_text (error, buf, sizeof buf));
-    int code = cli_ws_error_code (error);
-    cli_ws_stop (ws, code == -32602                                       ? CLI_USAGE
-                     : code == -32000 || code == -32002 || code == -32005 ? CLI_REFUSED
-                                                                          : CLI_FAIL);
+    cli_ws_stop_refused (ws, "corral tail", method, error);
 }
 
 static int64_t on_expired (cli_ws_t *ws, const json_t *error, void *arg)
@@ -280,7 +262,7 @@ static int64_t on_expired (cli_ws_t *ws, const json_t *error, void *arg)
         fprintf (stderr,
                  "corral tail: the session's history was rebuilt (new epoch %s); "
                  "replaying it from the start\n",
-                 s_str (json_object_get (error, "data"), "epoch"));
+                 cli_render_str (json_object_get (error, "data"), "epoch"));
     return 0;
 }
 
@@ -336,14 +318,7 @@ int cli_tail (int argc, char **argv)
                  "(corral sessions lists them)\n");
         goto done;
     }
-    if (cli_target_resolve (&tg, cfg.url, cfg.key, err, sizeof err)) {
-        fprintf (stderr, "corral tail: %s\n", err);
-        goto done;
-    }
-    if (!tg.key[0]) {
-        fprintf (stderr, "corral tail: %s\n", cli_target_no_key ());
-        goto done;
-    }
+    if (cli_target_with_key (&tg, "corral tail", cfg.url, cfg.key)) goto done;
     tail_t t = {.cfg = &cfg, .sid = sid};
     cli_ws_opts_t o = {
         .url = tg.ws,

@@ -159,6 +159,22 @@ static void test_keys (void **state)
     unsetenv ("CORRAL_API_KEY");
 }
 
+//  A command that needs a key: 0 with one, CLI_USAGE without one or with
+//  a malformed URL (the message goes to stderr).
+static void test_with_key (void **state)
+{
+    cli_target_t t;
+    assert_int_equal (cli_target_with_key (&t, "test", NULL, NULL), CLI_USAGE);
+    assert_int_equal (cli_target_with_key (&t, "test", "ftp://x", "k1"), CLI_USAGE);
+    assert_int_equal (cli_target_with_key (&t, "test", NULL, "k1"), 0);
+    assert_string_equal (t.key, "k1");
+    setenv ("CORRAL_API_KEY", "k2", 1);
+    assert_int_equal (cli_target_with_key (&t, "test", "ws://h:1/acp", NULL), 0);
+    assert_string_equal (t.key, "k2");
+    assert_string_equal (t.http, "http://h:1");
+    unsetenv ("CORRAL_API_KEY");
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +183,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_bad_urls, setup, teardown),
         cmocka_unit_test_setup_teardown (test_precedence, setup, teardown),
         cmocka_unit_test_setup_teardown (test_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_with_key, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
