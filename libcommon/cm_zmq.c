@@ -96,6 +96,14 @@ void cm_zmq_close (void **sock)
     *sock = NULL;
 }
 
+void cm_zmq_close_linger (void **sock, int linger_ms)
+{
+    if (!sock || !*sock) return;
+    if (linger_ms < 0) linger_ms = 0;
+    zmq_setsockopt (*sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    cm_zmq_close (sock);
+}
+
 int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags)
 {
     if (!sock || !frames || count == 0) return CM_E_INVALID;

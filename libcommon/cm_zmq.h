@@ -38,6 +38,10 @@ int cm_zmq_connect (void *sock, const char *endpoint);
 
 //  Close with the configured linger.  Sets *sock to NULL.  Idempotent.
 void cm_zmq_close (void **sock);
+//  Close with another linger (ms, 0 = drop what is unsent): for a socket
+//  whose unsent messages do not matter at exit, or are bounded by the
+//  caller's own retry, so a stop never waits on an absent peer.
+void cm_zmq_close_linger (void **sock, int linger_ms);
 
 //  A message frame: a pointer and length; not owned.
 typedef struct {

@@ -30,11 +30,12 @@
 #include "mon_policy.h"
 #include "proto_beat.h"
 
-#define DRAIN_MAX     4096   //  messages read from one socket per pass
-#define SENT_KEEP_MS  60000  //  an action's corr is remembered this long
-#define ACTIONS_MAX   256    //  actions sent per tick at most
-#define SUB_HWM       100000 //  events queued before drops (repaired by census)
-#define CENSUS_SETTLE 500    //  ms after a handshake before the census asks
+#define DRAIN_MAX                 4096  //  messages read from one socket per pass
+#define SENT_KEEP_MS              60000 //  an action's corr is remembered this long
+#define ACTIONS_MAX               256   //  actions sent per tick at most
+#define SUB_HWM                   100000 //  events queued before drops (repaired by census)
+#define CENSUS_SETTLE             500    //  ms after a handshake before the census asks
+#define MON_POLICY_STOP_LINGER_MS 200    //  the DEALER's last sends, at most, on stop
 
 typedef struct {
     cm_uuid_t session;
@@ -118,10 +119,16 @@ void mon_policy_destroy (mon_policy_t **self_p)
         while (cm_map_next (self->sent, &pos, NULL, &value)) free (value);
         cm_map_destroy (&self->sent);
     }
+    //  Stopping never waits on the session service (a stop must be prompt
+    //  when it is down): the SUB's only outgoing traffic is its
+    //  subscription, and the DEALER's is a census page or an action, both
+    //  re-derived by the next monitor from a census (docs/policies.md).  A
+    //  short linger still lets an action already queued to a connected
+    //  session service go out.
     if (self->sub) zmq_socket_monitor (self->sub, NULL, 0);
-    cm_zmq_close (&self->sub_monitor);
-    cm_zmq_close (&self->sub);
-    cm_zmq_close (&self->dealer);
+    cm_zmq_close_linger (&self->sub_monitor, 0);
+    cm_zmq_close_linger (&self->sub, 0);
+    cm_zmq_close_linger (&self->dealer, MON_POLICY_STOP_LINGER_MS);
     mon_policy_engine_destroy (&self->engine);
     proto_msg_fini (&self->msg);
     proto_buf_fini (&self->buf);

@@ -13,6 +13,7 @@
 
 #include "cm_error.h"
 #include "cm_log.h"
+#include "cm_time.h"
 #include "cm_zmq.h"
 
 #define S_RCVTIMEO 5000 /* a broken test fails instead of hanging */
@@ -225,6 +226,26 @@ static void test_close_is_idempotent (void **state)
     cm_zmq_term ();
 }
 
+//  A SUB subscribed while its peer is absent keeps the subscription queued
+//  for a connection that never completes: closed with cm_zmq_close_linger
+//  (0) the context ends at once, not after CM_ZMQ_LINGER_MS.
+static void test_close_linger (void **state)
+{
+    (void)state;
+    void *sub = cm_zmq_socket (ZMQ_SUB, 0);
+    assert_non_null (sub);
+    assert_int_equal (zmq_setsockopt (sub, ZMQ_SUBSCRIBE, "s/", 2), 0);
+    assert_int_equal (cm_zmq_connect (sub, "tcp://127.0.0.1:1"), 0);
+    usleep (100 * 1000);
+    cm_zmq_close_linger (&sub, 0);
+    assert_null (sub);
+    cm_zmq_close_linger (&sub, 0); //  idempotent
+    cm_zmq_close_linger (NULL, 0);
+    int64_t t0 = cm_mono_ms ();
+    cm_zmq_term ();
+    assert_true (cm_mono_ms () - t0 < 1000);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +258,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_bad_endpoints, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sendv_arguments, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_close_is_idempotent, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_close_linger, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -9,10 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "cm_error.h"
+#include "cm_time.h"
+#include "cm_zmq.h"
 #include "mon_policy.h"
 
 #define T0  1700000000000LL //  the fake clock's start, Unix ms
@@ -496,11 +499,37 @@ static void test_census_repairs_missed_events (void **state_)
     mon_policy_engine_destroy (&e);
 }
 
+//  The engine on the bus, with no session service anywhere: stopping must
+//  not wait on it.  The SUB's subscription (queued for a connection that
+//  never completes) used to hold zmq_ctx_term for the whole 2 s linger.
+static void test_stop_is_prompt_without_session_service (void **state)
+{
+    (void)state;
+    char nowhere[] = "tcp://127.0.0.1:1";
+    mon_policy_config_t cfg = {.session_endpoint = nowhere,
+                               .events_endpoint = nowhere,
+                               .idle_timeout_ms = 60 * SEC};
+    mon_policy_t *p = mon_policy_new (&cfg);
+    assert_non_null (p);
+    int64_t end = cm_mono_ms () + 300;
+    while (cm_mono_ms () < end) {
+        mon_policy_service (p, cm_mono_ms ());
+        nanosleep (&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    int64_t t0 = cm_mono_ms ();
+    mon_policy_destroy (&p);
+    assert_null (p);
+    cm_zmq_term ();
+    int64_t took = cm_mono_ms () - t0;
+    assert_true (took < 1000); //  was 2000 (CM_ZMQ_LINGER_MS)
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_fmt_ms),
         cmocka_unit_test (test_all_off),
+        cmocka_unit_test (test_stop_is_prompt_without_session_service),
         cmocka_unit_test (test_duration_warn_then_close),
         cmocka_unit_test (test_duration_running_turn_and_late_start),
         cmocka_unit_test (test_resend_and_errors),
