@@ -14,7 +14,7 @@ corral-monitor with tiny limits; a SUB on the events sees what clients see.
             its census); a prompt resumes it with its whole history; a turn
             interrupted by a restart of corral-session is not taken for a
             running one (the census after the reconnect)
-  duration  --session-max-duration 5s (--close-grace 3s on the session
+  duration  --session-max-duration 10s (--close-grace 6s on the session
             service): a warning with the time left, then the close; a
             running turn that ends within the grace ends normally before
             the close; one that does not is cancelled, then closed
@@ -52,9 +52,9 @@ def script():
         {"name": "sleep", "match": "silent command",
          "responses": [[call("run_command", command="sleep 37; echo done")], [t("done")]]},
         {"name": "stall", "match": "stall", "responses": [[t("a"), {"stall": True}]]},
-        # about 5 s of streaming
+        # about 6 s of streaming
         {"name": "slow", "match": "slow", "chunk_delay_ms": 600,
-         "responses": [[t("one two three four five six seven eight nine", 9)]]},
+         "responses": [[t("one two three four five six seven eight nine ten", 10)]]},
         {"name": "default", "match": "*", "responses": [[t("ok")]]},
     ]}
 
@@ -73,7 +73,7 @@ def main():
                                 stderr=open(tmp + "/fake.log", "ab"))
         base = fake.stdout.readline().decode().split()[-1]
         svc.start("store")
-        svc.start("session", ["--close-grace", "3s", "--log-level", "debug"])
+        svc.start("session", ["--close-grace", "6s", "--log-level", "debug"])
         svc.start("worker1", ["--openai-base-url", base + "/v1", "--openai-api-key", KEY,
                               "--model-stall", "60s", "--max-model-calls", "200"])
         client = Client(svc.ep["client"])
@@ -329,7 +329,7 @@ def main():
         prompt_send(rs, "stall there", "r1")
         wait_event(rs, "turn started", lambda e: "worker" in e, 10)
         svc.kill("session")
-        svc.start("session", ["--close-grace", "3s", "--log-level", "debug"])
+        svc.start("session", ["--close-grace", "6s", "--log-level", "debug"])
         t_restart = time.time()
         client = Client(svc.ep["client"])  # a fresh connection; the old one waits for nothing
         th, _ = wait_event(rs, "hibernation after the restart", state_is("hibernated"), 20)
@@ -337,35 +337,50 @@ def main():
               "is known idle and hibernated (%.1fs)" % (th - t_restart))
 
         # ---------------------------------------------------------------
-        print("-- max duration (corral-monitor --session-max-duration 5s)", flush=True)
+        print("-- max duration (corral-monitor --session-max-duration 10s)", flush=True)
+        # Timing is checked on the session service's own clock (each event's
+        # ts against the session's opened_ms), with limits long enough that a
+        # busy 2-core machine cannot reorder the steps: the warning comes
+        # 1 s before the close (ticks are 250 ms), the slow turn is still
+        # running 2 s after the close and ends 4 s before the grace does.
+        limit_ms, grace_ms = 10000, 6000
         svc.kill("monitor", signal.SIGTERM)
         d1 = new_session("dur-idle")
         d2 = new_session("dur-turn")
         d3 = new_session("dur-stall")
-        born = time.time()
-        svc.start("monitor", ["--session-max-duration", "5s", "--session-idle-timeout", "0",
+        svc.start("monitor", ["--session-max-duration", "10s", "--session-idle-timeout", "0",
                               "--stuck-repeat", "0", "--stuck-silence", "0",
                               "--log-level", "debug"])
-        time.sleep(0.5)
-        c2 = prompt_send(d2, "slow please", "d2")  # ~5 s of streaming, past the end
         c3 = prompt_send(d3, "stall please", "d3")
-        tw, w = wait_event(d1, "a duration warning", policy("warn", "max_duration"), 10)
-        check(0 < w["remaining_ms"] <= 600 and "will be closed in" in w["message"],
+        # The slow turn (~6 s) starts about 6 s after its session opened, so
+        # it is running at the close (10 s) and ends well within the grace.
+        opened2 = load(d2)["opened_ms"]
+        time.sleep(max(0.0, (opened2 + 6000) / 1000.0 - time.time()))
+        c2 = prompt_send(d2, "slow please", "d2")
+        opened1 = load(d1)["opened_ms"]
+        _, w = wait_event(d1, "a duration warning", policy("warn", "max_duration"), 30)
+        check(0 < w["remaining_ms"] <= limit_ms // 10 and "will be closed in" in w["message"],
               "warned at 90 %% with the time left (%d ms): %s" % (w["remaining_ms"], w["message"]))
-        tc, x = wait_event(d1, "the close", policy("close", "max_duration"), 5)
-        check(4.5 <= tc - born <= 7, "closed at 100 %% (%.1fs)" % (tc - born))
-        wait_event(d1, "state closed", state_is("closed"), 5)
+        check(w["ts"] - opened1 >= limit_ms * 9 // 10,
+              "not before 90 %% of the limit (%d ms after opening)" % (w["ts"] - opened1))
+        _, x = wait_event(d1, "the close", policy("close", "max_duration"), 30)
+        check(x["seq"] > w["seq"], "the warning came before the close")
+        check(x["ts"] - opened1 >= limit_ms,
+              "closed at 100 %% (%d ms after opening)" % (x["ts"] - opened1))
+        wait_event(d1, "state closed", state_is("closed"), 10)
         check(load(d1)["end_reason"] == "max_duration", "the session's end reason is max_duration")
-        _, x2 = wait_event(d2, "the close", policy("close", "max_duration"), 5)
+        _, x2 = wait_event(d2, "the close", policy("close", "max_duration"), 30)
         check("when the running turn ends" in x2["message"], "a running turn gets its grace: %s" % x2["message"])
-        r = reply(c2)
+        r = reply(c2, 30)
         check(r[3]["stop_reason"] == "end_turn", "the turn that ends within the grace ends normally")
-        wait_event(d2, "state closed", state_is("closed"), 5)
-        r = reply(c3)
-        check(r[3]["stop_reason"] == "cancelled" and "grace period (3 s)" in r[3].get("message", ""),
+        wait_event(d2, "state closed", state_is("closed"), 10)
+        _, x3 = wait_event(d3, "the close", policy("close", "max_duration"), 30)
+        r = reply(c3, 30)
+        check(r[3]["stop_reason"] == "cancelled" and "grace period (6 s)" in r[3].get("message", ""),
               "the turn that does not is cancelled at the end of the grace (%s)" % r[3].get("message"))
-        tz, _ = wait_event(d3, "state closed", state_is("closed"), 5)
-        check(tz - born >= 7.5, "after the 3 s grace (%.1fs)" % (tz - born))
+        _, z = wait_event(d3, "state closed", state_is("closed"), 10)
+        check(z["ts"] - x3["ts"] >= grace_ms - 50,
+              "after the 6 s grace (%d ms after the close)" % (z["ts"] - x3["ts"]))
         check(svc.procs["monitor"].poll() is None and svc.procs["session"].poll() is None,
               "corral-monitor and corral-session still run")
         print("PASS", flush=True)
