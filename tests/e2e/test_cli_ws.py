@@ -217,8 +217,10 @@ class T:
         try:
             port = int(silent.stdout.readline())
             t0 = time.time()
-            r = self.run_tail(sid, "--url", "ws://127.0.0.1:%d/acp" % port, CORRAL_WS_PING="1")
-            check(r.returncode == 4 and time.time() - t0 < 8,
+            r = self.run_tail(sid, "--url", "ws://127.0.0.1:%d/acp" % port, timeout=40, CORRAL_WS_PING="1")
+            # Hung up ~3.5 s after the last pong; the default (30 s pings)
+            # would take 75 s.
+            check(r.returncode == 4 and time.time() - t0 < 20,
                   "tail: a gateway gone silent is dropped after the ping timeout (CORRAL_WS_PING=1: %.1f s)"
                   % (time.time() - t0), r.stderr)
         finally:
@@ -227,23 +229,48 @@ class T:
 
         # Live, across a gateway restart mid-turn.
         start = stored[-1]["seq"]
-        tj = subprocess.Popen([self.corral, "tail", sid, "--after", "3", "--json"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=self.env())
-        tt = subprocess.Popen([self.corral, "tail", sid, "--after", "3"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=self.env())
-        time.sleep(0.5)
+        # Output to files, read while the tails run: they are stopped once
+        # they have printed the turn's end, however long their reconnect
+        # took on a busy machine.
+        outs = {}
+        for name in ("json.out", "json.err", "text.out", "text.err"):
+            outs[name] = open(os.path.join(self.stack.tmp, "tail-" + name), "w+")
+        tj = subprocess.Popen([self.corral, "tail", sid, "--after", "3", "--json"], stdout=outs["json.out"],
+                              stderr=outs["json.err"], text=True, env=self.env())
+        tt = subprocess.Popen([self.corral, "tail", sid, "--after", "3"], stdout=outs["text.out"],
+                              stderr=outs["text.err"], text=True, env=self.env())
+
+        def printed(name):
+            with open(os.path.join(self.stack.tmp, "tail-" + name)) as f:
+                return f.read()
+        # Both attached (their replay of the stored events shows) before
+        # the turn, so the restart below breaks a live connection.
+        wait_until(lambda: printed("json.out") and printed("text.out"), 30, "both tails attached")
         self.prompt_detached(sid, "slow stream")
-        wait_until(lambda: len(self.events(sid, start)) > 30, 10, "the slow turn streams")
+        wait_until(lambda: len(self.events(sid, start)) > 30, 20, "the slow turn streams")
         self.stack.restart("gateway")
         self.stack.wait_ready()
         ended = wait_until(lambda: [e for e in self.events(sid, start) if e["kind"] == "turn_ended"], 30,
                            "the slow turn ends")
         last = ended[-1]["seq"]
-        time.sleep(1.5)
+
+        def json_seqs():
+            out = []
+            for line in printed("json.out").splitlines():
+                try:
+                    out.append(json.loads(line)["params"]["_meta"]["seq"])
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line being written
+            return out
+        wait_until(lambda: last in json_seqs() and re.search(r"^#%d " % last, printed("text.out"), re.M), 30,
+                   "both tails print the turn's last event (seq %d)" % last)
         for p in (tj, tt):
             p.send_signal(signal.SIGINT)
-        out_j, err_j = tj.communicate(timeout=10)
-        out_t, err_t = tt.communicate(timeout=10)
+        tj.wait(10)
+        tt.wait(10)
+        out_j, err_j, out_t = printed("json.out"), printed("json.err"), printed("text.out")
+        for f in outs.values():
+            f.close()
         check(tj.returncode == 0 and tt.returncode == 0, "tail exits 0 on Ctrl-C", (tj.returncode, tt.returncode, err_j))
         stored = self.events(sid)
         want = [e["seq"] for e in stored if e["seq"] > 3]
@@ -475,10 +502,11 @@ class T:
             time.sleep(0.5)
             t0 = time.time()
             t("send-keys", "-t", name, "C-c")
-            wait_pane(r"cancelling the turn", 5, after=mark)
-            wait_pane(r"\(turn ended: cancelled\)", 15, after=mark)
-            check(time.time() - t0 < 10, "chat: Ctrl-C cancelled the turn during sleep 30 (%.1f s)" % (time.time() - t0))
-            wait_pane(r"\n> ?$", 5, after=mark)
+            wait_pane(r"cancelling the turn", 15, after=mark)
+            wait_pane(r"\(turn ended: cancelled\)", 25, after=mark)
+            # Well before sleep 30 would have ended the turn by itself.
+            check(time.time() - t0 < 20, "chat: Ctrl-C cancelled the turn during sleep 30 (%.1f s)" % (time.time() - t0))
+            wait_pane(r"\n> ?$", 15, after=mark)
             wait_until(lambda: not self.procs_in(self.stack.workspace, r"sleep[ \0]30"), 10,
                        "the cancelled command's processes end")
             check(True, "chat: the cancelled command (sleep 30) is gone")
@@ -486,11 +514,11 @@ class T:
             # A gateway restart mid-answer.
             mark = len(pane())
             t("send-keys", "-t", name, "Now a slow stream please", "Enter")
-            wait_pane(r"p020 ", 10, after=mark)
+            wait_pane(r"p020 ", 20, after=mark)
             self.stack.restart("gateway")
-            wait_pane(r"reconnected; resumed after seq \d+", 20, after=mark)
-            wait_pane(r"p%03d " % (SLOW_PIECES - 1), 20, after=mark)
-            wait_pane(r"\n> ", 10, after=mark)
+            wait_pane(r"reconnected; resumed after seq \d+", 40, after=mark)
+            wait_pane(r"p%03d " % (SLOW_PIECES - 1), 40, after=mark)
+            wait_pane(r"\n> ", 20, after=mark)
             text = pane()[mark:]
             check("reconnecting in" in text, "chat: says it lost the connection and reconnects")
             joined = "".join(line for line in text.splitlines() if not line.startswith("("))

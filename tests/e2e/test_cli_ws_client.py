@@ -110,6 +110,14 @@ class Fake:
     async def send(ws, m):
         await ws.send(json.dumps(m))
 
+    @staticmethod
+    async def hold(ws, timeout=15):
+        """Keep the connection until the client closes it (it is done)."""
+        try:
+            await asyncio.wait_for(ws.wait_closed(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
     async def initialize(self, ws):
         m = await self.expect(ws, "initialize")
         await self.reply(ws, m, {"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []})
@@ -192,7 +200,7 @@ async def tail_conn2(ws, fake):
     except asyncio.TimeoutError:
         pass
     fake.done.set()
-    await asyncio.sleep(5)
+    await fake.hold(ws)
 
 
 def scenario_tail(corral):
@@ -253,12 +261,12 @@ async def chat_conn2(ws, fake):
     await fake.send(ws, note(6, E1, "turn_ended", stopReason="end_turn", code=0, retryable=False))
     await fake.reply(ws, p, {"stopReason": "end_turn"})
     fake.answered = True
-    await asyncio.sleep(10)
+    await fake.hold(ws)
 
 
 def scenario_chat(corral):
     async def answered(fake):
-        for _ in range(200):
+        for _ in range(600):  # 30 s
             if getattr(fake, "answered", False) or fake.errors:
                 return
             await asyncio.sleep(0.05)
@@ -284,7 +292,7 @@ async def refuse_attach(ws, fake):
     a = await fake.expect(ws, "_corral/session/attach")
     await fake.reply(ws, a, error={"code": -32002, "message": "no such session; check the sessionId",
                                    "data": {"reason": "not_found"}})
-    await asyncio.sleep(5)
+    await fake.hold(ws)
 
 
 async def refuse_close(ws, fake):

@@ -139,7 +139,8 @@ class Up:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 break
-            if "Corral is up" in self.text():
+            # The banner's last line: all of it has been read.
+            if "Ctrl-C stops everything" in self.text():
                 try:
                     with urllib.request.urlopen("http://127.0.0.1:%d/v1/health/ready" % self.port,
                                                 timeout=2) as r:
@@ -265,7 +266,13 @@ def main():
         check(r.returncode == 0, "the ACP SDK client ran a prompt with a permission request",
               r.stdout + r.stderr)
         sid = json.loads(r.stdout.strip().splitlines()[-1])["sessionId"]
-        time.sleep(0.5)
+
+        def tap_saw_end():
+            with open(tmp + "/tap.jsonl") as f:
+                return any('"turn_ended"' in line and sid in line for line in f)
+        deadline = time.time() + 30
+        while time.time() < deadline and not tap_saw_end():
+            time.sleep(0.1)
         tap.send_signal(signal.SIGINT)
         check(tap.wait(10) == 0, "corral tap stops on SIGINT with exit 0")
         tap_out.close()
