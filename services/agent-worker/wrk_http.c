@@ -549,6 +549,44 @@ static bool s_status_retryable (long status)
     return status == 408 || status == 429 || (status >= 500 && status <= 599);
 }
 
+const char *wrk_call_client_message (int rc, int http_status, bool retryable, char *out,
+                                     size_t len)
+{
+    if (!out || len == 0) return out;
+    const char *next = retryable ? "retry in a moment" : "see the worker's log";
+    if (rc == CM_E_TIMEOUT)
+        snprintf (out, len, "the model provider's stream stalled; %s", next);
+    else if (rc == CM_E_UPSTREAM && (http_status == 401 || http_status == 403))
+        snprintf (out, len,
+                  "the model provider refused the worker's credentials (HTTP %d); check "
+                  "the provider key the worker was given",
+                  http_status);
+    else if (rc == CM_E_UPSTREAM && http_status == 429)
+        snprintf (out, len,
+                  "the model provider is rate-limiting requests (HTTP 429), after "
+                  "retries; %s",
+                  next);
+    else if (rc == CM_E_UPSTREAM && http_status >= 500 && http_status <= 599)
+        snprintf (out, len, "the model provider failed (HTTP %d), after retries; %s",
+                  http_status, next);
+    else if (rc == CM_E_UPSTREAM && http_status >= 400 && http_status <= 499)
+        snprintf (out, len, "the model provider refused the request (HTTP %d); %s",
+                  http_status, next);
+    else if (rc == CM_E_UPSTREAM && http_status >= 200 && http_status <= 299)
+        snprintf (out, len,
+                  "the model provider's response failed or could not be read; %s", next);
+    else if (rc == CM_E_UPSTREAM)
+        snprintf (out, len, "the model provider could not be reached; %s", next);
+    else if (rc == CM_E_NOMEM)
+        snprintf (out, len, "the worker could not start the model request; %s", next);
+    else if (rc)
+        snprintf (out, len, "the model call stopped: %s", cm_strerror (rc));
+    else
+        snprintf (out, len, "the model's response ended before it was complete; %s",
+                  next);
+    return out;
+}
+
 //  An attempt ended (curl says res).  Decide: done, or try again.
 static void s_finish (wrk_http_t *self, wrk_call_t *call, CURLcode res)
 {

@@ -61,6 +61,14 @@ typedef struct {
 typedef void (*wrk_call_done_fn) (void *arg, int rc, int http_status, bool retryable,
                                   const char *message);
 
+//  The words a client gets for a failed call (DESIGN §6: no provider or
+//  library text reaches a client; the provider's own message, which
+//  on_done's `message` carries, belongs in the worker's log).  From the
+//  call's outcome only: rc, the HTTP status (0 = none) and retryable.
+//  Writes at most len bytes into out and returns out.
+const char *wrk_call_client_message (int rc, int http_status, bool retryable, char *out,
+                                     size_t len);
+
 //  New client registering sockets in epfd.  NULL on failure.
 wrk_http_t *wrk_http_new (int epfd);
 //  Cancels every call (no callbacks), frees; nulls *self_p.

@@ -268,9 +268,18 @@ static void on_call_done (void *arg, int rc, int status, bool retryable,
     t->call = NULL;
     if (rc || !wrk_reply_finished (t->reply)) {
         wrk_stats_call_end (t, false, NULL);
-        char text[512];
-        snprintf (text, sizeof text, "the model call failed: %s",
-                  message && *message ? message : cm_strerror (rc ? rc : CM_E_UPSTREAM));
+        //  The provider's words (sanitised, never a key: wrk_http.c and
+        //  cm_log_secret) go to the log for operators; the client gets ours.
+        char sid[CM_UUID_STR_LEN], tid[CM_UUID_STR_LEN];
+        cm_logc (CM_LOG_WARN,
+                 &(cm_log_ctx_t){.session = cm_uuid_fmt (&t->session, sid),
+                                 .turn = cm_uuid_fmt (&t->id, tid)},
+                 "model call failed (%s, HTTP %d, %s): %s",
+                 cm_strerror (rc ? rc : CM_E_UPSTREAM), status,
+                 retryable ? "retryable" : "not retryable",
+                 message && *message ? message : "no message");
+        char text[256];
+        wrk_call_client_message (rc, status, retryable, text, sizeof text);
         finish (t, "failed", rc ? rc : CM_E_UPSTREAM, text, retryable);
         return;
     }

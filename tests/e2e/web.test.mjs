@@ -449,7 +449,8 @@ try {
     await send(A, "broken");
     await turnEnded(A, nTurns + 3, "failed");
     const failure = await turns(A).nth(nTurns + 2).locator(".error").textContent();
-    check(/model call failed/.test(failure), "a failed turn shows the server's message", failure);
+    check(/model provider refused the request \(HTTP 400\)/.test(failure) && !/fake model refuses/.test(failure),
+        "a failed turn shows the server's message (ours, not the provider's)", failure);
     await until("the failed prompt leaves the queue", async () => await A.locator("#queue").isHidden());
 
     // ---- 360 px -------------------------------------------------------------------------------

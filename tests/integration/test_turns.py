@@ -54,6 +54,9 @@ def script(outside):
          "responses": [[{"http_error": 429, "retry_after": 1, "times": 2}, t("recovered")]]},
         {"name": "500", "match": "server error",
          "responses": [[{"http_error": 500, "times": 100}, t("never")]]},
+        {"name": "400", "match": "refused request",
+         "responses": [[{"http_error": 400, "times": 100,
+                         "message": "PROVIDER-WORDS: messages.1 is malformed"}, t("never")]]},
         {"name": "malformed", "match": "malformed",
          "responses": [[{"raw": "data: {not json\n\n"}]]},
         {"name": "stall", "match": "stall", "responses": [[t("a"), {"stall": True}]]},
@@ -240,6 +243,23 @@ def main():
               "a repeated 500 ends the turn with an upstream error")
         ended = events_of(sid, EV_TURN_ENDED)[-1]
         check(ended.get("retryable") is True, "marked retryable")
+        check("HTTP 500" in r[3].get("message", "") and "retry" in r[3]["message"],
+              "in our words, with the status: %s" % r[3].get("message"))
+        # A refused request: the client gets our words and a stable code;
+        # the provider's words are in the worker's log only (DESIGN §6).
+        r = run(sid, "refused request", "p2b", timeout=30)
+        check(r[3]["stop_reason"] == "failed" and r[3]["code"] == E_UPSTREAM
+              and r[3].get("message") == "the model provider refused the request "
+              "(HTTP 400); see the worker's log",
+              "a 400 ends the turn with our own message: %s" % r[3].get("message"))
+        ended = events_of(sid, EV_TURN_ENDED)[-1]
+        check(ended.get("retryable") is not True and "PROVIDER-WORDS" not in repr(ended),
+              "not retryable, and turn_ended has no provider text")
+        with open(os.path.join(tmp, "worker1.log")) as f:
+            logged = [x for x in f if "PROVIDER-WORDS" in x]
+        check(logged and "model call failed" in logged[-1] and "HTTP 400" in logged[-1]
+              and KEY not in "".join(logged),
+              "the worker's log keeps the provider's words (and no key)")
         r = run(sid, "malformed", "p3")
         check(r[3]["stop_reason"] == "failed" and r[3]["code"] == E_UPSTREAM, "malformed SSE is a clear error")
         t0 = time.time()

@@ -452,6 +452,11 @@ static void test_bad_request_not_retried (void **state)
         assert_non_null (strstr (r.message, i == 0 ? "call_1" : "toolu_1"));
         assert_true (strlen (r.message) <= 300);
         assert_int_equal (s_request_count (), 1);
+        //  A client gets our words, with the status, not the provider's.
+        char client[256];
+        assert_string_equal (
+            wrk_call_client_message (r.rc, r.status, r.retryable, client, sizeof client),
+            "the model provider refused the request (HTTP 400); see the worker's log");
     }
 }
 
@@ -469,7 +474,59 @@ static void test_error_event_mid_stream (void **state)
         assert_true (r.retryable);
         assert_non_null (strstr (r.message, "Overloaded"));
         assert_int_equal (s_request_count (), 1); //  a delta was shown: no retry
+        char client[256];
+        wrk_call_client_message (r.rc, r.status, r.retryable, client, sizeof client);
+        assert_string_equal (client, "the model provider's response failed or could "
+                                     "not be read; retry in a moment");
     }
+}
+
+//  Every outcome has our own words; none carries text from elsewhere.
+static void test_client_message (void **state)
+{
+    (void)state;
+    static const struct {
+        int rc, status;
+        bool retryable;
+        const char *want;
+    } rows[] = {
+        {CM_E_TIMEOUT, 200, true,
+         "the model provider's stream stalled; retry in a moment"},
+        {CM_E_UPSTREAM, 401, false,
+         "the model provider refused the worker's credentials (HTTP 401); check the "
+         "provider key the worker was given"},
+        {CM_E_UPSTREAM, 403, false,
+         "the model provider refused the worker's credentials (HTTP 403); check the "
+         "provider key the worker was given"},
+        {CM_E_UPSTREAM, 429, true,
+         "the model provider is rate-limiting requests (HTTP 429), after retries; retry "
+         "in a moment"},
+        {CM_E_UPSTREAM, 529, true,
+         "the model provider failed (HTTP 529), after retries; retry in a moment"},
+        {CM_E_UPSTREAM, 404, false,
+         "the model provider refused the request (HTTP 404); see the worker's log"},
+        {CM_E_UPSTREAM, 200, false,
+         "the model provider's response failed or could not be read; see the worker's "
+         "log"},
+        {CM_E_UPSTREAM, 0, true,
+         "the model provider could not be reached; retry in a moment"},
+        {CM_E_NOMEM, 0, true,
+         "the worker could not start the model request; retry in a moment"},
+        {CM_E_CANCELLED, 200, false,
+         "the model call stopped: the operation was cancelled"},
+        {0, 200, false,
+         "the model's response ended before it was complete; see the worker's log"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        assert_string_equal (wrk_call_client_message (rows[i].rc, rows[i].status,
+                                                      rows[i].retryable, out, sizeof out),
+                             rows[i].want);
+    //  Bounded by the buffer.
+    char small[8];
+    wrk_call_client_message (CM_E_UPSTREAM, 400, false, small, sizeof small);
+    assert_string_equal (small, "the mod");
+    assert_null (wrk_call_client_message (CM_E_UPSTREAM, 400, false, NULL, 0));
 }
 
 static void test_malformed_stream (void **state)
@@ -810,6 +867,7 @@ int main (int argc, char **argv)
         cmocka_unit_test_setup_teardown (test_error_event_mid_stream, s_setup,
                                          s_teardown),
         cmocka_unit_test_setup_teardown (test_malformed_stream, s_setup, s_teardown),
+        cmocka_unit_test (test_client_message),
         cmocka_unit_test_setup_teardown (test_stall, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cut, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_wrong_key, s_setup, s_teardown),
