@@ -228,9 +228,16 @@ int sess_send_worker (sess_server_t *self, sess_worker_t *w, proto_type_t type,
 
 /* ---- sess_store.c ----------------------------------------------- */
 //  Send a store request; cb runs with the reply (rc 0), an error reply (rc
-//  < 0, reply decoded), or never (resent until answered).
+//  < 0, reply decoded), or never (resent until answered).  arg belongs to
+//  the call until cb runs: cb frees it.  A call still unanswered when the
+//  service stops never runs cb; sess_store_fini frees its arg with `drop`
+//  instead (sess_store_call: drop is free(), so arg must be one heap block
+//  or NULL).  Returns 0, or an error (arg still the caller's).
+typedef void (*sess_store_drop_fn) (void *arg);
 int sess_store_call (sess_server_t *self, proto_type_t type, const void *body,
                      sess_store_cb cb, void *arg);
+int sess_store_call_owned (sess_server_t *self, proto_type_t type, const void *body,
+                           sess_store_cb cb, void *arg, sess_store_drop_fn drop);
 void sess_store_on_reply (sess_server_t *self, const void *data, size_t size);
 void sess_store_tick (sess_server_t *self, int64_t now);
 void sess_store_fini (sess_server_t *self);
@@ -258,6 +265,8 @@ int sess_roots_check (sess_server_t *self, const char *cwd, char *out, size_t ou
                       char *err, size_t errlen);
 sess_session_t *sess_lookup (sess_server_t *self, const cm_uuid_t *id);
 //  Find a session in memory, else load it from the store, then run cb.
+//  arg is one heap block or NULL: cb owns it, or, when the service stops
+//  before the store answers, it is freed with free().
 typedef void (*sess_loaded_cb) (sess_server_t *self, sess_session_t *s, int rc,
                                 void *arg);
 void sess_load (sess_server_t *self, const cm_uuid_t *id, sess_loaded_cb cb, void *arg);

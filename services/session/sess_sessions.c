@@ -286,6 +286,19 @@ typedef struct {
     proto_session_rec_t *rec; //  between the two store calls
 } load_t;
 
+//  A load still waiting for the store when the service stops (sess_store.h):
+//  the continuation's arg is one heap block or NULL (sess_load's contract).
+static void load_drop (void *arg)
+{
+    load_t *ld = arg;
+    if (ld->rec) {
+        rec_free (ld->rec);
+        free (ld->rec);
+    }
+    free (ld->arg);
+    free (ld);
+}
+
 static sess_session_t *install (sess_server_t *self, const proto_session_rec_t *rec,
                                 uint64_t last_seq)
 {
@@ -340,7 +353,8 @@ static void on_get (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
     //  The highest stored seq may be past the record's last_seq.
     proto_events_range_t probe = {
         .session = ld->id, .after_seq = ld->rec->last_seq, .limit = 1};
-    if (sess_store_call (self, PROTO_STORE_EVENTS_RANGE, &probe, on_probe, ld)) {
+    if (sess_store_call_owned (self, PROTO_STORE_EVENTS_RANGE, &probe, on_probe, ld,
+                               load_drop)) {
         ld->cb (self, NULL, CM_E_INTERNAL, ld->arg);
         rec_free (ld->rec);
         free (ld->rec);
@@ -364,7 +378,8 @@ void sess_load (sess_server_t *self, const cm_uuid_t *id, sess_loaded_cb cb, voi
     ld->cb = cb;
     ld->arg = arg;
     proto_id_req_t req = {.id = *id};
-    if (sess_store_call (self, PROTO_STORE_SESSION_GET, &req, on_get, ld)) {
+    if (sess_store_call_owned (self, PROTO_STORE_SESSION_GET, &req, on_get, ld,
+                               load_drop)) {
         cb (self, NULL, CM_E_INTERNAL, arg);
         free (ld);
     }
@@ -572,6 +587,13 @@ static void on_list (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
     free (l);
 }
 
+static void list_drop (void *arg)
+{
+    list_t *l = arg;
+    free (l->tenant);
+    free (l);
+}
+
 static void session_list (sess_server_t *self, const sess_peer_t *peer,
                           const proto_list_req_t *req)
 {
@@ -584,7 +606,8 @@ static void session_list (sess_server_t *self, const sess_peer_t *peer,
     l->peer = *peer;
     l->tenant = strdup (req->tenant);
     proto_list_req_t fwd = *req;
-    if (sess_store_call (self, PROTO_STORE_SESSION_LIST, &fwd, on_list, l)) {
+    if (sess_store_call_owned (self, PROTO_STORE_SESSION_LIST, &fwd, on_list, l,
+                               list_drop)) {
         sess_reply_error (self, peer, CM_E_INTERNAL, NULL);
         free (l->tenant);
         free (l);

@@ -21,6 +21,7 @@ typedef struct {
     proto_type_t type;
     sess_store_cb cb;
     void *arg;
+    sess_store_drop_fn drop; //  frees arg if the call is never answered
     int64_t deadline;
     int attempts;
     size_t size;
@@ -39,6 +40,12 @@ static void send_call (sess_server_t *self, store_call_t *call)
 int sess_store_call (sess_server_t *self, proto_type_t type, const void *body,
                      sess_store_cb cb, void *arg)
 {
+    return sess_store_call_owned (self, type, body, cb, arg, free);
+}
+
+int sess_store_call_owned (sess_server_t *self, proto_type_t type, const void *body,
+                           sess_store_cb cb, void *arg, sess_store_drop_fn drop)
+{
     //  Encode into the reused buffer, then one exact allocation.
     proto_buf_t *buf = &self->store_buf;
     proto_buf_reset (buf);
@@ -50,8 +57,12 @@ int sess_store_call (sess_server_t *self, proto_type_t type, const void *body,
     }
     store_call_t *call = malloc (sizeof *call + buf->size);
     if (!call) return CM_E_NOMEM;
-    *call = (store_call_t){
-        .corr = corr, .type = type, .cb = cb, .arg = arg, .size = buf->size};
+    *call = (store_call_t){.corr = corr,
+                           .type = type,
+                           .cb = cb,
+                           .arg = arg,
+                           .drop = drop,
+                           .size = buf->size};
     memcpy (call->data, buf->data, buf->size);
     if (cm_map_put_u64 (self->store_calls, corr, call)) {
         free (call);
@@ -106,6 +117,14 @@ void sess_store_fini (sess_server_t *self)
     size_t pos = 0;
     void *value;
     if (!self->store_calls) return;
-    while (cm_map_next (self->store_calls, &pos, NULL, &value)) free (value);
+    //  Calls still in flight at exit: their continuations never run, so
+    //  their arguments are freed here (the store applies or drops the
+    //  request on its own; every one is idempotent and retried by whoever
+    //  asked, or re-derived at the next start).
+    while (cm_map_next (self->store_calls, &pos, NULL, &value)) {
+        store_call_t *call = value;
+        if (call->drop && call->arg) call->drop (call->arg);
+        free (call);
+    }
     cm_map_destroy (&self->store_calls);
 }

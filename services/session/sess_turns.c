@@ -322,6 +322,14 @@ typedef struct {
     uint64_t new_count;
 } saving_t;
 
+static void saving_drop (void *arg)
+{
+    saving_t *sv = arg;
+    free (sv->stop_reason);
+    free (sv->message);
+    free (sv);
+}
+
 static void finish_saved (sess_server_t *self, saving_t *sv, int rc)
 {
     sess_session_t *s = cm_map_get (self->turns, sv->turn.b);
@@ -339,9 +347,7 @@ static void finish_saved (sess_server_t *self, saving_t *sv, int rc)
                            "the turn finished but its conversation could not be stored",
                            true);
     }
-    free (sv->stop_reason);
-    free (sv->message);
-    free (sv);
+    saving_drop (sv);
 }
 
 static void on_saved (sess_server_t *self, void *arg, int rc, proto_msg_t *reply)
@@ -406,7 +412,8 @@ static void finish (sess_server_t *self, sess_session_t *s, const char *stop_rea
     proto_messages_put_t put = {
         .session = s->rec.id, .from = from, .messages = *messages};
     t->state = TURN_SAVING;
-    if (sess_store_call (self, PROTO_STORE_MESSAGES_PUT, &put, on_saved, sv))
+    if (sess_store_call_owned (self, PROTO_STORE_MESSAGES_PUT, &put, on_saved, sv,
+                               saving_drop))
         finish_saved (self, sv, CM_E_INTERNAL);
 }
 
