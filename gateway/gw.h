@@ -180,7 +180,13 @@ struct gw_watch {
     //  The permission request this connection was asked, if any.
     char *perm_request;  //  request id of the pending request seen
     char *perm_params;   //  its params (JSON text)
+    uint64_t perm_seq;   //  its permission_request event
     json_t *perm_rpc_id; //  our JSON-RPC id when sent to the client
+    //  A pending request behind the watch's start, being read (see
+    //  gw_watch_pending_perm): its seq while wanted, 0 once learnt or
+    //  settled by an event the watch passed.
+    uint64_t perm_want;
+    bool perm_fetching; //  its store read is in flight
     gw_watch_t *conn_next, *sub_next;
 };
 
@@ -376,6 +382,19 @@ gw_watch_t *gw_watch_find (gw_conn_t *conn, const cm_uuid_t *id);
 gw_watch_t *gw_watch_new (gw_server_t *self, gw_conn_t *conn, const cm_uuid_t *id,
                           uint64_t after_seq);
 void gw_watch_free (gw_server_t *self, gw_watch_t *w);
+//  Attaching again on the same connection: the new watch w takes over the
+//  permission request the old one asked (same JSON-RPC id, still valid on
+//  this connection), so the client is not asked twice.  Call before
+//  gw_watch_pending_perm, then free old.
+void gw_watch_take_perm (gw_watch_t *w, gw_watch_t *old);
+//  The session service's answer to load/attach/resume (or the attach
+//  before a prompt): perm_seq is the seq of the running turn's unanswered
+//  permission_request event, 0 for none.  A watch starting past it (its
+//  replay will not pass the event) reads that event from the ring or the
+//  store and asks its client, once, like one it passed; a request taken
+//  over from an earlier watch that is no longer pending is withdrawn
+//  ($/cancel_request).
+void gw_watch_pending_perm (gw_server_t *self, gw_watch_t *w, uint64_t perm_seq);
 //  An event arrived on the subscription.
 void gw_sub_on_event (gw_server_t *self, gw_sub_t *sub, gw_ev_t *ev);
 //  Move a watch forward as far as queue room allows.

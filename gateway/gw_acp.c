@@ -165,6 +165,12 @@ proto_session_rec_t *gw_acp_reply_session (int rc, proto_msg_t *reply)
     return r ? r->session : NULL;
 }
 
+uint64_t gw_acp_reply_perm_seq (proto_msg_t *reply)
+{
+    proto_session_reply_t *r = reply ? proto_body (reply, session_reply) : NULL;
+    return r ? r->perm_seq : 0;
+}
+
 proto_session_rec_t *gw_acp_ctx_session (gw_server_t *self, ctx_t *c, int rc,
                                          proto_msg_t *reply, gw_conn_t **conn_p)
 {

@@ -22,6 +22,7 @@ typedef struct gw_acp_ctx {
     json_t *id; //  JSON-RPC id to answer (NULL: notification)
     cm_uuid_t session;
     uint64_t after;
+    uint64_t perm_seq; //  attach: the session's pending permission request
     bool has_epoch_check;
     char *idem;
     char *text; //  prompt / option value
@@ -47,6 +48,9 @@ const char *gw_acp_param_str (json_t *params, const char *name);
 json_t *gw_acp_session_setup (const proto_session_rec_t *rec);
 //  The session record of a SESSION reply, or NULL.
 proto_session_rec_t *gw_acp_reply_session (int rc, proto_msg_t *reply);
+//  A SESSION reply's perm_seq (the seq of the running turn's unanswered
+//  permission_request event), 0 when none.
+uint64_t gw_acp_reply_perm_seq (proto_msg_t *reply);
 //  The start of every continuation that waits for a session record: the
 //  connection to answer (*conn_p) and the record.  NULL when the
 //  connection is gone, or when the reply was an error (then answered);

@@ -123,7 +123,10 @@ static void on_prompt_attached (gw_server_t *self, void *arg, int rc, proto_msg_
     if (!rec) return;
     if (!gw_watch_find (conn, &rec->id)) {
         gw_watch_t *w = gw_watch_new (self, conn, &rec->id, rec->last_seq);
-        if (w) gw_watch_pump (self, w);
+        if (w) {
+            gw_watch_pending_perm (self, w, gw_acp_reply_perm_seq (reply));
+            gw_watch_pump (self, w);
+        }
     }
     send_prompt (self, conn, c);
 }

@@ -72,20 +72,23 @@ void gw_acp_new (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
 enum { K_LOAD = 1, K_ATTACH, K_RESUME };
 
 //  Watch from after and answer (result, taken) once the replay reaches head.
+//  perm_seq: the session's pending permission request (0: none).
 static void watch_until (gw_server_t *self, gw_conn_t *conn, ctx_t *c,
                          const cm_uuid_t *id, uint64_t after, uint64_t head,
-                         json_t *result)
+                         uint64_t perm_seq, json_t *result)
 {
     //  Attaching again replaces the watch; its waits (a prompt still
-    //  running) carry over, so every request is still answered once.
+    //  running) carry over, so every request is still answered once, and
+    //  so does a permission request it asked, so it is not asked twice.
     gw_wait_t *kept = NULL;
     gw_watch_t *old = gw_watch_find (conn, id);
+    gw_watch_t *w = gw_watch_new (self, conn, id, after);
     if (old) {
         kept = old->waits;
         old->waits = NULL;
+        if (w) gw_watch_take_perm (w, old);
         gw_watch_free (self, old);
     }
-    gw_watch_t *w = gw_watch_new (self, conn, id, after);
     gw_wait_t *wait = w ? calloc (1, sizeof *wait) : NULL;
     if (!wait || !result) {
         if (w) gw_watch_free (self, w);
@@ -110,6 +113,7 @@ static void watch_until (gw_server_t *self, gw_conn_t *conn, ctx_t *c,
     wait->until = head;
     wait->known = true;
     gw_watch_add_wait (self, w, wait);
+    gw_watch_pending_perm (self, w, perm_seq);
     gw_watch_pump (self, w);
     gw_acp_ctx_free (c);
 }
@@ -147,7 +151,7 @@ static void on_store_head (gw_server_t *self, void *arg, int rc, proto_msg_t *re
         gw_acp_ctx_free (c);
         return;
     }
-    watch_until (self, conn, c, &c->session, c->after, r->last_seq,
+    watch_until (self, conn, c, &c->session, c->after, r->last_seq, c->perm_seq,
                  attach_result (self, &c->session, r->last_seq, c->text ? c->text : ""));
 }
 
@@ -165,6 +169,7 @@ static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
         free (c->text);
         c->text = strdup (rec->state);
         c->session = rec->id;
+        c->perm_seq = gw_acp_reply_perm_seq (reply);
         proto_events_range_t req = {.session = rec->id, .after_seq = head, .limit = 1};
         if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_store_head, c)) {
             gw_send_error (self, conn, c->id, CM_E_INTERNAL, NULL);
@@ -181,7 +186,8 @@ static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
             result, "_meta",
             json_pack ("{s:s, s:I}", "epoch", self->epoch, "lastSeq", (json_int_t)head));
     }
-    watch_until (self, conn, c, &rec->id, after, head, result);
+    watch_until (self, conn, c, &rec->id, after, head, gw_acp_reply_perm_seq (reply),
+                 result);
 }
 
 static void attach_common (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg,

@@ -32,7 +32,16 @@
     session/request_permission request; when the stream passes the
     resolution (or the turn's end) before the client answered, the client
     gets $/cancel_request.  A client attaching later gets the still-pending
-    request the same way, after its replay.
+    request the same way, after its replay.  One that starts past the
+    request's event (afterSeq at the head, session/resume) would never pass
+    it: the session service names the pending request's seq in its answer
+    to load/attach/resume, and gw_watch_pending_perm reads that event from
+    the ring or the store and learns it as if passed.  Any permission or
+    turn_ended event the watch passes meanwhile is later than it and
+    settles it, so a read answering after that is ignored.  Attaching
+    again on the same connection hands the request already asked to the
+    new watch (gw_watch_take_perm): the client keeps its JSON-RPC id and is
+    not asked twice; if the session no longer names it, it is withdrawn.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +53,7 @@
 #include "gw_rpc.h"
 
 static void fetch (gw_server_t *self, gw_watch_t *w);
+static void perm_lookup (gw_server_t *self, gw_watch_t *w);
 
 /* ---- lookup and lifetime ------------------------------------------------ */
 
@@ -93,6 +103,7 @@ static void clear_perm (gw_watch_t *w)
     json_decref (w->perm_rpc_id);
     w->perm_request = w->perm_params = NULL;
     w->perm_rpc_id = NULL;
+    w->perm_seq = 0;
 }
 
 void gw_watch_free (gw_server_t *self, gw_watch_t *w)
@@ -227,26 +238,149 @@ static void send_perm (gw_server_t *self, gw_watch_t *w)
     json_decref (params);
 }
 
-static void perm_on_event (gw_server_t *self, gw_watch_t *w, const gw_ev_t *ev)
+//  Take back the request this client was asked (answered elsewhere, timed
+//  out, superseded), and forget it.
+static void withdraw_perm (gw_server_t *self, gw_watch_t *w)
 {
-    if (ev->type == PROTO_EV_PERMISSION_REQUEST && ev->request_id && ev->perm_params) {
-        clear_perm (w);
-        w->perm_request = strdup (ev->request_id);
-        w->perm_params = strdup (ev->perm_params);
-        return;
-    }
-    bool resolved = (ev->type == PROTO_EV_PERMISSION_RESOLVED && w->perm_request &&
-                     ev->request_id && strcmp (ev->request_id, w->perm_request) == 0) ||
-                    (ev->type == PROTO_EV_TURN_ENDED && w->perm_request);
-    if (!resolved) return;
     if (w->perm_rpc_id && w->conn->kind == GW_CONN_WS) {
-        //  Somebody else answered (or time ran out): withdraw our request.
         json_t *params = json_pack ("{s:O}", "requestId", w->perm_rpc_id);
         gw_conn_send_text (self, w->conn,
                            gw_rpc_notification ("$/cancel_request", params));
         json_decref (params);
     }
     clear_perm (w);
+}
+
+//  ev (a permission_request event) is the session's pending request.
+static void perm_learn (gw_server_t *self, gw_watch_t *w, const gw_ev_t *ev)
+{
+    if (w->perm_request && strcmp (w->perm_request, ev->request_id) == 0) {
+        //  Known already (a replay passing it again after gw_watch_take_perm):
+        //  asked or not, nothing changes.
+        w->perm_seq = ev->seq;
+        return;
+    }
+    withdraw_perm (self, w); //  an older one is settled by a newer question
+    w->perm_request = strdup (ev->request_id);
+    w->perm_params = strdup (ev->perm_params);
+    w->perm_seq = ev->seq;
+    if (!w->perm_request || !w->perm_params) clear_perm (w);
+}
+
+static void perm_on_event (gw_server_t *self, gw_watch_t *w, const gw_ev_t *ev)
+{
+    bool request = ev->type == PROTO_EV_PERMISSION_REQUEST;
+    //  Later than any request being looked up (gw_watch_pending_perm): a
+    //  new request, a resolution or the turn's end settles that one.
+    if (request || ev->type == PROTO_EV_PERMISSION_RESOLVED ||
+        ev->type == PROTO_EV_TURN_ENDED)
+        w->perm_want = 0;
+    if (request && ev->request_id && ev->perm_params) {
+        perm_learn (self, w, ev);
+        return;
+    }
+    bool resolved = (ev->type == PROTO_EV_PERMISSION_RESOLVED && w->perm_request &&
+                     ev->request_id && strcmp (ev->request_id, w->perm_request) == 0) ||
+                    (ev->type == PROTO_EV_TURN_ENDED && w->perm_request);
+    //  Somebody else answered (or time ran out): withdraw our request.
+    if (resolved) withdraw_perm (self, w);
+}
+
+void gw_watch_take_perm (gw_watch_t *w, gw_watch_t *old)
+{
+    clear_perm (w);
+    w->perm_request = old->perm_request;
+    w->perm_params = old->perm_params;
+    w->perm_seq = old->perm_seq;
+    w->perm_rpc_id = old->perm_rpc_id;
+    old->perm_request = old->perm_params = NULL;
+    old->perm_rpc_id = NULL;
+    old->perm_seq = 0;
+}
+
+void gw_watch_pending_perm (gw_server_t *self, gw_watch_t *w, uint64_t perm_seq)
+{
+    //  A request taken over from the watch this one replaced, behind its
+    //  start: the stream passes neither it nor (perhaps) its resolution
+    //  again.  It is still pending only if the session names it.
+    if (w->perm_request && w->perm_seq < w->next && w->perm_seq != perm_seq)
+        withdraw_perm (self, w);
+    if (!perm_seq || perm_seq >= w->next) return;           //  none, or the stream has it
+    if (w->perm_request && w->perm_seq == perm_seq) return; //  asked already
+    w->perm_want = perm_seq;
+    perm_lookup (self, w);
+}
+
+//  The event the watch was looking for (the ring had it, or the store).
+static void perm_found (gw_server_t *self, gw_watch_t *w, const gw_ev_t *ev)
+{
+    w->perm_want = 0;
+    if (ev->type != PROTO_EV_PERMISSION_REQUEST || !ev->request_id || !ev->perm_params) {
+        cm_warn ("seq %llu named as a pending permission request is a %s event",
+                 (unsigned long long)ev->seq, proto_type_name (ev->type));
+        return;
+    }
+    perm_learn (self, w, ev);
+    send_perm (self, w); //  now if LIVE, else when it goes live
+}
+
+typedef struct {
+    uint64_t conn_id;
+    cm_uuid_t session;
+    uint64_t seq; //  the request's event
+} perm_arg_t;
+
+static void on_perm_fetched (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
+{
+    perm_arg_t *pa = arg;
+    gw_conn_t *conn = gw_conn_find (self, pa->conn_id);
+    gw_watch_t *w = conn ? gw_watch_find (conn, &pa->session) : NULL;
+    uint64_t seq = pa->seq;
+    free (pa);
+    //  Gone, settled by a later event meanwhile, or another read (of a
+    //  watch this one replaced) answered first: nothing to do.
+    if (!w || w->perm_want != seq) return;
+    w->perm_fetching = false;
+    if (conn->closing) return;
+    proto_events_reply_t *r = rc == 0 && reply ? proto_body (reply, events_reply) : NULL;
+    if (!r) {
+        cm_warn ("reading a pending permission request failed: %s; retrying",
+                 cm_strerror (rc ? rc : CM_E_INVALID));
+        return; //  gw_watch_tick tries again
+    }
+    gw_ev_t *ev = r->events.count && r->first_seq == seq
+                      ? gw_ev_new (self, r->events.items[0].data, r->events.items[0].size)
+                      : NULL;
+    if (!ev) {
+        cm_warn ("the pending permission request at seq %llu is not in the store",
+                 (unsigned long long)seq);
+        w->perm_want = 0;
+        return;
+    }
+    perm_found (self, w, ev);
+    gw_ev_unref (&ev);
+}
+
+static void perm_lookup (gw_server_t *self, gw_watch_t *w)
+{
+    uint64_t seq = w->perm_want;
+    if (!seq || w->perm_fetching) return;
+    gw_sub_t *sub = w->sub;
+    if (sub->count && seq >= sub->lo && seq < sub->lo + sub->count) {
+        perm_found (self, w, sub->ring[seq % GW_RING]);
+        return;
+    }
+    perm_arg_t *pa = malloc (sizeof *pa);
+    if (!pa) return; //  gw_watch_tick tries again
+    pa->conn_id = w->conn->id;
+    pa->session = w->sub->id;
+    pa->seq = seq;
+    proto_events_range_t req = {.session = w->sub->id, .after_seq = seq - 1, .limit = 1};
+    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_perm_fetched, pa)) {
+        free (pa);
+        return;
+    }
+    w->perm_fetching = true;
 }
 
 void gw_watch_on_client_response (gw_server_t *self, gw_conn_t *conn, json_t *id,
@@ -492,9 +626,12 @@ static void fetch (gw_server_t *self, gw_watch_t *w)
 void gw_watch_tick (gw_server_t *self, int64_t now)
 {
     for (gw_conn_t *conn = self->all; conn; conn = conn->all_next)
-        for (gw_watch_t *w = conn->watches; w; w = w->conn_next)
+        for (gw_watch_t *w = conn->watches; w; w = w->conn_next) {
             if (w->recheck && !w->fetching && now >= w->sub->warm_until) {
                 w->recheck = false;
                 fetch (self, w);
             }
+            if (w->perm_want && !w->perm_fetching && !conn->closing)
+                perm_lookup (self, w);
+        }
 }

@@ -133,6 +133,7 @@ typedef struct {
     proto_perm_option_list_t perm_options; //  owned copies
     int64_t perm_deadline_ms;              //  monotonic
     int64_t perm_deadline_wall;            //  the same, as Unix ms for the event
+    uint64_t perm_seq;                     //  its permission_request event (when perm_id)
     //  outcome, kept until the turn_ended event is acknowledged
     char *stop_reason;
     int64_t code;
@@ -312,6 +313,9 @@ void sess_perm_answer (sess_server_t *self, sess_session_t *s, const sess_peer_t
 void sess_perm_tick (sess_server_t *self, sess_session_t *s, int64_t now);
 //  Drop a pending request as cancelled (turn ended).
 void sess_perm_cancel (sess_server_t *self, sess_session_t *s, const char *outcome);
+//  The seq of the running turn's unanswered permission_request event, 0 when
+//  none (sent with load/attach/resume: a watch starting past it still asks).
+uint64_t sess_perm_pending_seq (const sess_session_t *s);
 
 /* ---- sess_budget.c ---------------------------------------------- */
 //  Dollars as text ("0.5", "$12.25", "" = none) into micro-dollars.

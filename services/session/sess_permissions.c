@@ -1,8 +1,9 @@
 /*  sess_permissions.c - a tool waits for a person.
 
     The worker pauses the tool and asks; the request becomes an event every
-    attached client sees (and one that attaches later finds in the replay)
-    and the session's pending state.  The first answer wins - this process
+    attached client sees and the session's pending state, with the event's
+    seq: load, attach and resume answer it (session.reply perm_seq), so a
+    gateway whose client starts watching past that event still asks it.  The first answer wins - this process
     handles one message at a time, so the check-and-clear below is the
     compare-and-set; later answers get `conflict`.  No answer before the
     deadline counts as a refusal.  An allow-always answer is remembered as
@@ -31,6 +32,7 @@ static void clear_pending (sess_turn_t *t)
     t->perm_tool = NULL;
     t->perm_options.items = NULL;
     t->perm_options.count = 0;
+    t->perm_seq = 0;
 }
 
 static const proto_perm_option_t *option_of_kind (const proto_perm_option_list_t *opts,
@@ -102,7 +104,7 @@ void sess_perm_request (sess_server_t *self, sess_session_t *s,
                                   .title = req->title,
                                   .options = t->perm_options,
                                   .deadline_ms = t->perm_deadline_wall};
-    sess_emit (self, s, PROTO_EV_PERMISSION_REQUEST, &ev);
+    t->perm_seq = sess_emit (self, s, PROTO_EV_PERMISSION_REQUEST, &ev);
     sess_set_state (self, s, "awaiting_permission", NULL);
 }
 
@@ -171,4 +173,9 @@ void sess_perm_cancel (sess_server_t *self, sess_session_t *s, const char *outco
     if (!s->turn.perm_id) return;
     resolved (self, s, NULL, outcome, NULL);
     clear_pending (&s->turn);
+}
+
+uint64_t sess_perm_pending_seq (const sess_session_t *s)
+{
+    return s->turn.perm_id ? s->turn.perm_seq : 0;
 }

@@ -690,7 +690,8 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
     case PROTO_SESSION_LOAD:
     case PROTO_SESSION_ATTACH: {
         if (msg->type == PROTO_SESSION_ATTACH) s->watchers++;
-        proto_session_reply_t out = {.session = &s->rec};
+        proto_session_reply_t out = {.session = &s->rec,
+                                     .perm_seq = sess_perm_pending_seq (s)};
         sess_reply (self, peer, PROTO_SESSION, &out);
         return;
     }
@@ -706,7 +707,8 @@ static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *p
         if (closed || strcmp (s->rec.state, "hibernated") == 0)
             sess_set_state (self, s, "ready", "resumed");
         {
-            proto_session_reply_t out = {.session = &s->rec};
+            proto_session_reply_t out = {.session = &s->rec,
+                                         .perm_seq = sess_perm_pending_seq (s)};
             sess_reply (self, peer, PROTO_SESSION, &out);
         }
         return;
