@@ -8,6 +8,11 @@ python3-websockets 10.4 (plus one hand-made raw WebSocket that never reads):
              answer wins; the others get $/cancel_request naming their own
              request id; a client attaching while it is pending gets it after
              its replay, one attaching after it was resolved does not;
+  pending    a client that starts watching past the pending request's event
+             (attach with afterSeq at the head, session/resume) is still
+             asked, with the same params; its answer wins and the others get
+             $/cancel_request; attaching again on the same connection (past
+             the request, or from just before it) does not ask twice;
   slow       a client that stops reading does not delay the others (their
              per-event latency is measured against a turn with no staller);
              one that pauses catches up from the store, gap-free; one that
@@ -27,7 +32,7 @@ python3-websockets 10.4 (plus one hand-made raw WebSocket that never reads):
              ordered, gap-free streams of one long turn.
 
 usage: test_ws_streams.py BUILD_DIR [phase ...]
-       (phases: fanout slow reconnect thousand; default all)
+       (phases: fanout pending slow reconnect thousand; default all)
 """
 import asyncio
 import base64
@@ -636,6 +641,95 @@ async def phase_fanout(st, key):
         await x.close()
 
 
+async def phase_pending(st, key):
+    print("== a pending permission request, watched from past its event", flush=True)
+    path = os.path.join(st.workspace, "perm.txt")
+    if os.path.exists(path):
+        os.unlink(path)
+    a = await Conn(st, key, "A").open()
+    await a.init()
+    sid, epoch = await a.new_session(mode="ask")
+    c = await client(st, key, "C", sid)
+    text = "please write the file now"
+    rid = a.send_req("session/prompt", {"sessionId": sid,
+                                        "prompt": [{"type": "text", "text": text}]})
+    for x in (a, c):
+        await x.until(lambda: len(x.perms) == 1, 20, "a permission request")
+    req_seq = [e[1] for e in a.events() if e[2] == "permission_request"][0]
+    head = await settle(a, c)
+    check(head >= req_seq, "the request's event is seq %d, the head %d" % (req_seq, head))
+
+    #  B attaches at the head: nothing to replay, the request is behind it.
+    b = await Conn(st, key, "B").open()
+    await b.init()
+    att = b.send_req("_corral/session/attach",
+                     {"sessionId": sid, "afterSeq": head, "epoch": epoch})
+    await b.until(lambda: len(b.perms) == 1, 20,
+                  "the pending request, though attached past its event")
+    r = await b.response(att, 20, "the attach answer")
+    check(r.get("result", {}).get("lastSeq", -1) >= head and
+          all(e[1] > head for e in b.events()) and
+          not any(e[2] == "permission_request" for e in b.events()),
+          "B attached with afterSeq %d (past the request's event, seq %d) and replayed "
+          "nothing of it" % (head, req_seq))
+    check(b.perms[0]["params"] == a.perms[0]["params"],
+          "B was asked with the same params as A (options %s)"
+          % [o["optionId"] for o in b.perms[0]["params"]["options"]])
+
+    #  D resumes the session (watching from now on, no replay): asked too.
+    d = await Conn(st, key, "D").open()
+    await d.init()
+    r = await d.call("session/resume", {"sessionId": sid, "cwd": st.workspace})
+    check("result" in r, "session/resume of the waiting session answered (%s)"
+          % r.get("error", "ok"))
+    await d.until(lambda: len(d.perms) == 1, 20, "the pending request after session/resume")
+    check(d.perms[0]["params"] == a.perms[0]["params"], "D (session/resume) was asked too")
+
+    #  C attaches again on the same connection, past the request and then
+    #  from just before it (the web page's way): not asked again.
+    first_id = c.perms[0]["id"]
+    for after in (head, req_seq - 1):
+        c_from = len(c.log)  # what the last attach replays starts here
+        r = await c.attach(sid, after, epoch)
+        check("result" in r, "C attached again with afterSeq %d (%s)"
+              % (after, r.get("error", "ok")))
+    await settle(a, c)
+    await asyncio.sleep(0.5)
+    check(len(c.perms) == 1 and c.cancels == [],
+          "C, attaching twice more on the same connection, was asked once (%s) and "
+          "nothing was withdrawn (%s)" % ([m["id"] for m in c.perms], c.cancels))
+
+    #  B answers: its answer wins, everyone else's copy is withdrawn.
+    allow = [o["optionId"] for o in b.perms[0]["params"]["options"]
+             if o["kind"] == "allow_once"][0]
+    await b.send_raw({"jsonrpc": "2.0", "id": b.perms[0]["id"],
+                      "result": {"outcome": {"outcome": "selected", "optionId": allow}}})
+    for x in (a, c, d):
+        await x.until(lambda: len(x.cancels) >= 1, 20, "$/cancel_request")
+    r = await a.response(rid, 30, "the prompt")
+    check(r.get("result", {}).get("stopReason") == "end_turn", "the turn ended end_turn")
+    turn, end_seq = check_prompt_order(a, rid, text)
+    for x in (b, c, d):
+        await x.until(lambda: x.ended(turn), 20, "turn_ended")
+    check(a.cancels == [a.perms[0]["id"]] and c.cancels == [first_id] and
+          d.cancels == [d.perms[0]["id"]] and b.cancels == [],
+          "A, C and D got $/cancel_request naming their own request id, C its first "
+          "one; B (who answered) got none")
+    resolved = [e for e in a.events() if e[2] == "permission_resolved"]
+    check(len(resolved) == 1 and json.loads(resolved[0][4])["params"]["event"]
+          .get("optionId") == allow, "one resolution: B's answer (%s)" % allow)
+    check(os.path.exists(path), "and the approved write happened")
+    def frames(x, lo, since=0):
+        return [(e[1], e[4]) for e in x.log[since:]
+                if e[0] == "ev" and lo <= e[1] <= end_seq]
+    check(contiguous(a.seqs, 1) and frames(b, head + 1) == frames(a, head + 1) and
+          frames(c, req_seq, c_from) == frames(a, req_seq),
+          "B saw exactly A's events %d..%d, C (after attaching from %d) A's events "
+          "%d..%d" % (head + 1, end_seq, req_seq - 1, req_seq, end_seq))
+    for x in (a, b, c, d):
+        await x.close()
+
+
 # ---- the healthy clients of the slow-client phase, in their own process --------------
 #
 #  Their latency must not include the time this process spends reading the
@@ -1058,6 +1152,8 @@ async def run(st, phases):
     key = st.key("tenant-streams")
     if "fanout" in phases:
         await phase_fanout(st, key)
+    if "pending" in phases:
+        await phase_pending(st, key)
     if "slow" in phases:
         await phase_slow(st, key)
     if "reconnect" in phases:
@@ -1077,7 +1173,7 @@ def main():
     if len(sys.argv) < 2:
         print(__doc__)
         return 2
-    phases = sys.argv[2:] or ["fanout", "slow", "reconnect", "thousand"]
+    phases = sys.argv[2:] or ["fanout", "pending", "slow", "reconnect", "thousand"]
     st = Stack(sys.argv[1])
     rc = 1
     t0 = time.time()
