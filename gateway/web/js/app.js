@@ -332,7 +332,8 @@ async function attachOpen({ quietMissing = false, tries = 0 } = {}) {
     if (!o || o.attaching || !S.conn) return;
     o.attaching = true;
     // A permission request still open: replay from just before it (what we
-    // already have is skipped), so that this connection is asked again.
+    // already have is skipped). The gateway asks a new connection about it
+    // from any afterSeq now (docs/gateway.md), so this is belt and braces.
     const permSeq = S.conv.pendingPermissionSeq();
     const from = permSeq !== null && permSeq <= o.lastSeq ? permSeq - 1 : o.lastSeq;
     o.overlapUntil = from < o.lastSeq ? o.lastSeq : 0;
