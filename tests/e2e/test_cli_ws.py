@@ -59,8 +59,9 @@ SCRIPT = {"rules": [
     #  120 pieces "p000 " ... "p119 ", one per chunk, 30 ms apart (~3.6 s).
     {"name": "slow", "match": "slow stream", "chunk_delay_ms": 30,
      "responses": [[{"text": "".join("p%03d " % i for i in range(SLOW_PIECES)), "chunks": SLOW_PIECES}]]},
-    #  100 pieces "c000 " ... 100 ms apart (10 s): cancelled midway.
-    {"name": "crawl", "match": "crawl", "chunk_delay_ms": 100,
+    #  100 pieces "c000 " ... 300 ms apart (30 s): cancelled midway, with
+    #  room for a gateway restart and a reconnect on a busy machine.
+    {"name": "crawl", "match": "crawl", "chunk_delay_ms": 300,
      "responses": [[{"text": "".join("c%03d " % i for i in range(100)), "chunks": 100}]]},
     {"name": "brief", "match": "brief", "chunk_delay_ms": 5,
      "responses": [[{"text": "A brief answer in ten chunks!!", "chunks": 10}]]},
@@ -529,24 +530,47 @@ class T:
             # Ctrl-C while the gateway is down: the cancel goes once reconnected.
             mark = len(pane())
             t("send-keys", "-t", name, "Please crawl", "Enter")
-            wait_pane(r"c005 ", 10, after=mark)
+            wait_pane(r"c005 ", 20, after=mark)
             self.stack.svc.kill("gateway", signal.SIGKILL)
-            wait_pane(r"reconnecting in", 10, after=mark)
+            wait_pane(r"reconnecting in", 15, after=mark)
             t("send-keys", "-t", name, "C-c")
-            wait_pane(r"cancelling the turn once reconnected", 5, after=mark)
+            wait_pane(r"cancelling the turn once reconnected", 15, after=mark)
             self.stack.start_gateway()
-            wait_pane(r"\(turn ended: cancelled\)", 15, after=mark)
-            wait_pane(r"\n> ?$", 5, after=mark)
+            wait_pane(r"\(turn ended: cancelled\)", 25, after=mark)
+            wait_pane(r"\n> ?$", 15, after=mark)
             check("c099" not in pane()[mark:], "chat: Ctrl-C while disconnected cancelled the turn once reconnected")
 
             # Ctrl-C at the prompt leaves.
             t("send-keys", "-t", name, "C-c")
-            wait_pane(r"CHAT-EXIT=0", 10)
+            wait_pane(r"CHAT-EXIT=0", 15)
             check(True, "chat: Ctrl-C at the prompt leaves with exit 0")
         finally:
             if os.environ.get("CORRAL_TEST_VERBOSE") == "1":
                 print(pane())
             t("kill-server")
+
+        # Ctrl-C twice during a turn: the first cancels, the second leaves
+        # (stdin a pipe kept open, so only the signals can end it).
+        out_path = os.path.join(self.stack.tmp, "chat-twice.out")
+        with open(out_path, "w+") as out:
+            p = subprocess.Popen([self.corral, "chat", "--cwd", self.stack.workspace], stdin=subprocess.PIPE,
+                                 stdout=out, stderr=subprocess.STDOUT, env=self.env())
+            try:
+                p.stdin.write(b"Please crawl\n")
+                p.stdin.flush()
+                shown = lambda pat: re.search(pat, open(out_path).read())  # noqa: E731
+                wait_until(lambda: shown(r"c002 "), 20, "chat (piped): the crawl streams")
+                p.send_signal(signal.SIGINT)
+                wait_until(lambda: shown(r"cancelling the turn \(Ctrl-C again leaves\)"), 15,
+                           "chat (piped): the first Ctrl-C cancels")
+                p.send_signal(signal.SIGINT)
+                rc = p.wait(15)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            check(rc == 0 and "c099" not in open(out_path).read(),
+                  "chat: a second Ctrl-C during the turn leaves with exit 0", (rc, open(out_path).read()[-500:]))
 
     def stop(self):
         self.stack.stop()
