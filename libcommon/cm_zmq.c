@@ -104,6 +104,53 @@ void cm_zmq_close_linger (void **sock, int linger_ms)
     cm_zmq_close (sock);
 }
 
+int cm_zmq_recv_request (void *router, cm_zmq_request_t *req, int *frames)
+{
+    zmq_msg_t f[3];
+    int count = 0, more = 1;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        //  EAGAIN only on the first frame: the rest of a message has come.
+        if (zmq_msg_recv (&part, router, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close (&part);
+            for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
+            return 0;
+        }
+        more = zmq_msg_more (&part);
+        if (count < 3)
+            f[count] = part;
+        else
+            zmq_msg_close (&part);
+        count++;
+    }
+    if (frames) *frames = count;
+    if (count == 2 || (count == 3 && zmq_msg_size (&f[1]) == 0)) {
+        req->id = f[0];
+        req->body = f[count - 1];
+        req->req_style = count == 3;
+        if (count == 3) zmq_msg_close (&f[1]);
+        return 1;
+    }
+    for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
+    return -1;
+}
+
+int cm_zmq_send_reply (void *router, cm_zmq_request_t *req, const void *data, size_t size)
+{
+    cm_frame_t frames[3] = {{zmq_msg_data (&req->id), zmq_msg_size (&req->id)}};
+    size_t n = 1;
+    if (req->req_style) frames[n++] = (cm_frame_t){"", 0};
+    frames[n++] = (cm_frame_t){data, size};
+    return cm_zmq_sendv (router, frames, n, ZMQ_DONTWAIT);
+}
+
+void cm_zmq_request_close (cm_zmq_request_t *req)
+{
+    zmq_msg_close (&req->id);
+    zmq_msg_close (&req->body);
+}
+
 int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags)
 {
     if (!sock || !frames || count == 0) return CM_E_INVALID;

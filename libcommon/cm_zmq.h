@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <zmq.h>
 
 #define CM_ZMQ_LINGER_MS 2000
 #define CM_ZMQ_HWM       100000
@@ -53,6 +54,28 @@ typedef struct {
 //  (EHOSTUNREACH: the peer is gone), CM_E_CAPACITY (EAGAIN with
 //  ZMQ_DONTWAIT: HWM reached), or CM_E_IO.
 int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags);
+
+//  A request read from a ROUTER: a DEALER peer's arrives as
+//  [identity][body], a REQ peer's as [identity][empty][body]; the reply
+//  goes back in the same shape.  The frames belong to the request until
+//  cm_zmq_request_close.
+typedef struct {
+    zmq_msg_t id;
+    zmq_msg_t body;
+    bool req_style; //  had the empty delimiter frame (REQ)
+} cm_zmq_request_t;
+
+//  Receive one request without blocking.  Returns 1 with req filled, 0
+//  when nothing is queued, -1 when a message of another shape was read and
+//  dropped (it cannot be answered; *frames, if not NULL, says how many it
+//  had).
+int cm_zmq_recv_request (void *router, cm_zmq_request_t *req, int *frames);
+//  Send data back to the request's peer, in its shape, without blocking.
+//  Returns cm_zmq_sendv's code (CM_E_UNAVAILABLE: the peer is gone).
+int cm_zmq_send_reply (void *router, cm_zmq_request_t *req, const void *data,
+                       size_t size);
+//  Free the request's frames.
+void cm_zmq_request_close (cm_zmq_request_t *req);
 
 //  Whether the socket is readable now (ZMQ_EVENTS has ZMQ_POLLIN).
 bool cm_zmq_readable (void *sock);

@@ -76,61 +76,22 @@ void mon_server_answer (mon_server_t *self, const void *data, size_t size, int64
     }
 }
 
-//  Read one routed request: [identity][body] (DEALER) or
-//  [identity][empty][body] (REQ).  Returns 1 with frames set, 0 when
-//  nothing is queued, -1 when a malformed one was dropped.
-static int recv_request (void *sock, zmq_msg_t *id, zmq_msg_t *body, bool *req_style)
-{
-    zmq_msg_t f[3];
-    int count = 0, more = 1;
-    while (more) {
-        zmq_msg_t part;
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, sock, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-            zmq_msg_close (&part);
-            for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
-            return 0;
-        }
-        more = zmq_msg_more (&part);
-        if (count < 3)
-            f[count] = part;
-        else
-            zmq_msg_close (&part);
-        count++;
-    }
-    if (count == 2 || (count == 3 && zmq_msg_size (&f[1]) == 0)) {
-        *id = f[0];
-        *body = f[count - 1];
-        *req_style = count == 3;
-        if (count == 3) zmq_msg_close (&f[1]);
-        return 1;
-    }
-    for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&f[i]);
-    return -1;
-}
-
 static void on_api (mon_server_t *self)
 {
     for (int n = 0; n < DRAIN_MAX; n++) {
-        zmq_msg_t id, body;
-        bool req_style = false;
-        int got = recv_request (self->api, &id, &body, &req_style);
+        cm_zmq_request_t req;
+        int got = cm_zmq_recv_request (self->api, &req, NULL);
         if (got == 0) return;
         if (got < 0) {
             mon_table_drop (&self->table, MON_DROP_REQUEST);
             cm_warn ("dropped a request that is not [identity][body]");
             continue;
         }
-        mon_server_answer (self, zmq_msg_data (&body), zmq_msg_size (&body),
+        mon_server_answer (self, zmq_msg_data (&req.body), zmq_msg_size (&req.body),
                            cm_mono_ms ());
-        cm_frame_t frames[3] = {{zmq_msg_data (&id), zmq_msg_size (&id)}};
-        size_t nf = 1;
-        if (req_style) frames[nf++] = (cm_frame_t){"", 0};
-        frames[nf++] = (cm_frame_t){self->buf.data, self->buf.size};
-        if (cm_zmq_sendv (self->api, frames, nf, ZMQ_DONTWAIT))
+        if (cm_zmq_send_reply (self->api, &req, self->buf.data, self->buf.size))
             cm_debug ("reply dropped: the requester is gone");
-        zmq_msg_close (&id);
-        zmq_msg_close (&body);
+        cm_zmq_request_close (&req);
     }
 }
 

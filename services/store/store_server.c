@@ -27,52 +27,9 @@
 #include "proto_beat.h"
 #include "store_server.h"
 
-typedef struct {
-    zmq_msg_t id;
-    zmq_msg_t body;
-    bool req_style; //  had an empty delimiter frame
-} envelope_t;
-
-//  Receive one request without blocking.  Returns 1 with env filled, 0 if
-//  nothing is queued, -1 if a malformed envelope was dropped.
-static int recv_request (void *sock, envelope_t *env)
+static void send_reply (void *sock, cm_zmq_request_t *req, const void *data, size_t size)
 {
-    zmq_msg_t frames[3];
-    int count = 0, more = 1;
-    while (more) {
-        zmq_msg_t part;
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, sock, count == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-            zmq_msg_close (&part);
-            for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&frames[i]);
-            return 0; //  EAGAIN on the first frame; later frames always arrive
-        }
-        more = zmq_msg_more (&part);
-        if (count < 3)
-            frames[count] = part;
-        else
-            zmq_msg_close (&part);
-        count++;
-    }
-    if (count == 2 || (count == 3 && zmq_msg_size (&frames[1]) == 0)) {
-        env->id = frames[0];
-        env->body = frames[count - 1];
-        env->req_style = count == 3;
-        if (count == 3) zmq_msg_close (&frames[1]);
-        return 1;
-    }
-    cm_warn ("dropped a request with %d frames; expected [identity][body]", count);
-    for (int i = 0; i < count && i < 3; i++) zmq_msg_close (&frames[i]);
-    return -1;
-}
-
-static void send_reply (void *sock, envelope_t *env, const void *data, size_t size)
-{
-    cm_frame_t frames[3] = {{zmq_msg_data (&env->id), zmq_msg_size (&env->id)}};
-    size_t n = 1;
-    if (env->req_style) frames[n++] = (cm_frame_t){"", 0};
-    frames[n++] = (cm_frame_t){data, size};
-    int rc = cm_zmq_sendv (sock, frames, n, ZMQ_DONTWAIT);
+    int rc = cm_zmq_send_reply (sock, req, data, size);
     if (rc == CM_E_UNAVAILABLE)
         cm_debug ("reply dropped: the requester disconnected");
     else if (rc)
@@ -87,7 +44,7 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
         cm_zmq_close (&sock);
         return CM_E_IO;
     }
-    envelope_t *envs = calloc (opts->batch_max, sizeof *envs);
+    cm_zmq_request_t *envs = calloc (opts->batch_max, sizeof *envs);
     store_req_t *reqs = calloc (opts->batch_max, sizeof *reqs);
     proto_buf_t replies = {0};
     if (!envs || !reqs) {
@@ -121,9 +78,14 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
         size_t n = 0;
         int64_t deadline = cm_mono_ms () + opts->batch_window_ms;
         while (n < opts->batch_max) {
-            int got = recv_request (sock, &envs[n]);
+            int frames = 0;
+            int got = cm_zmq_recv_request (sock, &envs[n], &frames);
             if (got == 0) break;
-            if (got < 0) continue;
+            if (got < 0) {
+                cm_warn ("dropped a request with %d frames; expected [identity][body]",
+                         frames);
+                continue;
+            }
             reqs[n].data = zmq_msg_data (&envs[n].body);
             reqs[n].size = zmq_msg_size (&envs[n].body);
             n++;
@@ -134,8 +96,7 @@ int store_server_run (store_t *store, const store_server_opts_t *opts)
         for (size_t i = 0; i < n; i++) {
             send_reply (sock, &envs[i], replies.data + reqs[i].reply_off,
                         reqs[i].reply_len);
-            zmq_msg_close (&envs[i].id);
-            zmq_msg_close (&envs[i].body);
+            cm_zmq_request_close (&envs[i]);
         }
     }
     cm_info ("corral-store stopping (%s)", cm_stop_signal () ? "signal" : "request");
