@@ -1,5 +1,6 @@
 # Event streams over the gateway's WebSocket (tests/e2e/test_ws_streams.py):
-# permission fan-out, slow clients (one that stops reading delays nobody,
+# permission fan-out (and a pending request reaching a client that attaches
+# past its event, asked once per connection), slow clients (one that stops reading delays nobody,
 # is caught up from the store or closed 1008), session/prompt answered only
 # after the turn's events, reconnect with afterSeq (plain, across a gateway
 # restart, across a corral-session restart; wrong epoch / past the end ->
