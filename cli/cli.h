@@ -22,6 +22,18 @@
 #define CLI_REFUSED     3
 #define CLI_UNREACHABLE 4
 
+#include "cm_config.h"
+
+//  Not an exit code: cli_config's "go on with the command".
+#define CLI_GO_ON (-1)
+
+//  cm_config_load for a command's flags, with what every command does
+//  next: after --help (printed on stdout) CLI_OK, after a bad flag or
+//  value CLI_USAGE with "<prog>: <why>" on stderr (cfg then holds nothing
+//  to free), else CLI_GO_ON: cfg is filled, cm_config_free it.
+int cli_config (const cm_cfg_opt_t *opts, void *cfg, int argc, char **argv,
+                const char *prog, const char *summary);
+
 typedef int (cli_cmd_fn) (int argc, char **argv);
 
 //  Each takes argv with argv[0] = "corral <command>".

@@ -214,7 +214,7 @@ int cli_acp (int argc, char **argv)
 {
     acp_config_t cfg;
     char err[512];
-    int rc = cm_config_load (
+    int rc = cli_config (
         s_opts, &cfg, argc, argv, argv[0],
         "A stdio <-> WebSocket bridge: an editor that runs ACP agents as subprocesses "
         "talks to\n"
@@ -225,13 +225,8 @@ int cli_acp (int argc, char **argv)
         "Ends when stdin ends (exit 0) or the gateway closes (exit 4; 3 when refused).\n"
         "Editor configuration: command `corral`, args [\"acp\", \"--url\", URL] and the "
         "key in\n"
-        "CORRAL_API_KEY.",
-        err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "corral acp: %s\n", err);
-        return CLI_USAGE;
-    }
+        "CORRAL_API_KEY.");
+    if (rc != CLI_GO_ON) return rc;
     cli_target_t t;
     if (cli_target_with_key (&t, "corral acp", cfg.url, cfg.key)) {
         cm_config_free (s_opts, &cfg);

@@ -895,20 +895,15 @@ int cli_chat (int argc, char **argv)
 {
     chat_config_t cfg;
     char err[512];
-    int rc = cm_config_load (
+    int rc = cli_config (
         s_opts, &cfg, argc, argv, argv[0],
         "Chat with an agent session in the terminal: each line is a prompt, the answer "
         "streams\n"
         "(thinking dimmed, tool calls and results), permission requests are answered "
         "y/n/a.\n"
         "Ctrl-C cancels a running turn; Ctrl-C at the prompt, Ctrl-D or /quit leaves.\n"
-        "A dropped connection is resumed where it stopped.",
-        err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "corral chat: %s\n", err);
-        return CLI_USAGE;
-    }
+        "A dropped connection is resumed where it stopped.");
+    if (rc != CLI_GO_ON) return rc;
     rc = CLI_USAGE;
     chat_t c = {.cfg = &cfg, .at_bol = true};
     cli_target_t tg;

@@ -377,14 +377,8 @@ int cli_sessions (int argc, char **argv)
     const char *id = NULL;
     if (strcmp (cmd, "list")) s_take_positional (&sub_argc, sub_argv, &id);
     sessions_config_t cfg = {0};
-    char err[512];
-    int rc =
-        cm_config_load (s_opts, &cfg, sub_argc, sub_argv, prog, SUMMARY, err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "%s: %s\n", prog, err);
-        return CLI_USAGE;
-    }
+    int rc = cli_config (s_opts, &cfg, sub_argc, sub_argv, prog, SUMMARY);
+    if (rc != CLI_GO_ON) return rc;
     int status = CLI_USAGE;
     cli_target_t t;
     if (!cli_target_with_key (&t, prog, cfg.url, cfg.key)) {

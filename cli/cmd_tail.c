@@ -295,20 +295,15 @@ int cli_tail (int argc, char **argv)
     char *sid = s_take_positional (s_opts, &argc, argv);
     tail_config_t cfg;
     char err[512];
-    int rc = cm_config_load (s_opts, &cfg, argc, argv, argv[0],
-                             "corral tail SESSION_ID [--after N] [--json]\n"
-                             "Print a session's events: the stored ones after seq N, "
-                             "then live ones until Ctrl-C.\n"
-                             "A dropped connection is resumed from the last seq printed: "
-                             "no gap, no duplicate.\n"
-                             "Default lines: #seq time what detail.  --json: JSON lines "
-                             "of the raw notifications.",
-                             err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "corral tail: %s\n", err);
-        return CLI_USAGE;
-    }
+    int rc = cli_config (s_opts, &cfg, argc, argv, argv[0],
+                         "corral tail SESSION_ID [--after N] [--json]\n"
+                         "Print a session's events: the stored ones after seq N, "
+                         "then live ones until Ctrl-C.\n"
+                         "A dropped connection is resumed from the last seq printed: "
+                         "no gap, no duplicate.\n"
+                         "Default lines: #seq time what detail.  --json: JSON lines "
+                         "of the raw notifications.");
+    if (rc != CLI_GO_ON) return rc;
     rc = CLI_USAGE;
     cli_target_t tg;
     cli_ws_t *ws = NULL;

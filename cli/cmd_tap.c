@@ -53,19 +53,13 @@ static const cm_cfg_opt_t s_opts[] = {
 int cli_tap (int argc, char **argv)
 {
     tap_config_t cfg = {0};
-    char err[512];
-    int rc = cm_config_load (
+    int rc = cli_config (
         s_opts, &cfg, argc, argv, "corral tap",
         "Print every session event published on the bus as JSON lines (one object per "
         "line: seq, ts, sessionId, turnId, kind and the event's fields), until Ctrl-C.  "
         "Reads the bus directly (no API key; CORRAL_EVENTS_ENDPOINT).  Exit: 0 stopped, "
-        "1 --wait passed without an event, 2 usage.",
-        err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "corral tap: %s\n", err);
-        return CLI_USAGE;
-    }
+        "1 --wait passed without an event, 2 usage.");
+    if (rc != CLI_GO_ON) return rc;
     char topic[64] = "s/";
     if (cfg.session) {
         cm_uuid_t id;

@@ -986,18 +986,27 @@ static void s_print_banner (up_t *self)
                          !strcmp (self->cfg.store_ep, "tcp://127.0.0.1:7701") &&
                          !strcmp (self->cfg.events_ep, "tcp://127.0.0.1:7704");
     printf ("\nIn another terminal%s:\n",
-            default_dir && default_addrs ? " (from this folder)" : "");
+            default_dir && default_addrs && !self->cfg.workspace_roots
+                ? " (from this folder)"
+                : "");
     if (!default_dir) printf ("  export CORRAL_DATA_DIR=%s\n", self->cfg.data_dir);
     if (strcmp (self->cfg.listen, "127.0.0.1:8080"))
         printf ("  export CORRAL_LISTEN=%s\n", self->cfg.listen);
+    //  corral chat picks a new session's folder among them.
+    if (self->cfg.workspace_roots)
+        printf ("  export CORRAL_WORKSPACE_ROOTS=%s\n", self->cfg.workspace_roots);
     //  corral keys and corral tap talk to the bus.
     if (strcmp (self->cfg.store_ep, "tcp://127.0.0.1:7701"))
         printf ("  export CORRAL_STORE_ENDPOINT=%s\n", self->cfg.store_ep);
     if (strcmp (self->cfg.events_ep, "tcp://127.0.0.1:7704"))
         printf ("  export CORRAL_EVENTS_ENDPOINT=%s\n", self->cfg.events_ep);
-    printf ("  %s chat                 talk to an agent\n", corral);
-    printf ("  %s sessions list        the sessions\n", corral);
-    printf ("  %s tap                  every event on the bus, as JSON lines\n", corral);
+    static const char *const cmds[][2] = {
+        {"chat", "talk to an agent"},
+        {"sessions list", "the sessions"},
+        {"tap", "every event on the bus, as JSON lines"},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        printf ("  %s %-15s %s\n", corral, cmds[i][0], cmds[i][1]);
     printf ("Ctrl-C stops everything.\n\n");
     fflush (stdout);
 }
@@ -1258,8 +1267,7 @@ int cli_up (int argc, char **argv)
         [K_GATEWAY] = {"gateway", "corral-gateway", "gateway/corral-gateway", R_HTTP},
     };
     memcpy (self->c, tmpl, sizeof tmpl);
-    char err[512];
-    int rc = cm_config_load (
+    int rc = cli_config (
         s_opts, &self->cfg, argc, argv, "corral up",
         "Run the whole local stack in the foreground: corral-store, corral-session, "
         "corral-monitor, corral-worker, corral-gateway (and the scripted model server "
@@ -1267,13 +1275,8 @@ int cli_up (int argc, char **argv)
         "no provider is configured), in order, with their log lines prefixed; a crashed "
         "service is restarted; Ctrl-C stops everything.  CORRAL_API_KEY installs that "
         "admin key instead of making one.  Exit: 0 stopped by a signal, 1 could not "
-        "start, 2 usage.",
-        err, sizeof err);
-    if (rc == CM_CONFIG_HELP) return CLI_OK;
-    if (rc) {
-        fprintf (stderr, "corral up: %s\n", err);
-        return CLI_USAGE;
-    }
+        "start, 2 usage.");
+    if (rc != CLI_GO_ON) return rc;
     setvbuf (stdout, NULL, _IOLBF, 0);
     const char *fmt = self->cfg.log_format;
     self->human = !strcmp (fmt, "human") || (!strcmp (fmt, "auto") && isatty (1));

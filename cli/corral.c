@@ -26,6 +26,19 @@ static const command_t s_commands[] = {
     {NULL, NULL, NULL},
 };
 
+int cli_config (const cm_cfg_opt_t *opts, void *cfg, int argc, char **argv,
+                const char *prog, const char *summary)
+{
+    char err[512];
+    int rc = cm_config_load (opts, cfg, argc, argv, prog, summary, err, sizeof err);
+    if (rc == CM_CONFIG_HELP) return CLI_OK;
+    if (rc) {
+        fprintf (stderr, "%s: %s\n", prog, err);
+        return CLI_USAGE;
+    }
+    return CLI_GO_ON;
+}
+
 static void usage (FILE *out)
 {
     fprintf (out, "usage: corral <command> [flags]   (corral <command> --help)\n\n"
