@@ -271,6 +271,14 @@ sess_session_t *sess_lookup (sess_server_t *self, const cm_uuid_t *id);
 typedef void (*sess_loaded_cb) (sess_server_t *self, sess_session_t *s, int rc,
                                 void *arg);
 void sess_load (sess_server_t *self, const cm_uuid_t *id, sess_loaded_cb cb, void *arg);
+//  Run `run` on a request once session `id` is in memory: at once, or after
+//  loading it from the store (the request's bytes are kept and decoded
+//  again).  A session that cannot be loaded gets the peer not_found or
+//  unavailable.
+typedef void (*sess_request_fn) (sess_server_t *self, sess_session_t *s,
+                                 const sess_peer_t *peer, proto_msg_t *msg);
+void sess_with_session (sess_server_t *self, const cm_uuid_t *id, const sess_peer_t *peer,
+                        proto_msg_t *msg, sess_request_fn run);
 void sess_session_free (sess_session_t *s);
 void sess_startup_scan (sess_server_t *self);
 void sess_on_client (sess_server_t *self, const sess_peer_t *peer, proto_msg_t *msg);

@@ -279,29 +279,11 @@ static void act (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer
     sess_reply (self, peer, PROTO_OK, NULL);
 }
 
-//  A request waiting for its session to load: its bytes, decoded again.
-typedef struct {
-    sess_peer_t peer;
-    size_t size;
-    char data[];
-} deferred_t;
-
-static void on_loaded (sess_server_t *self, sess_session_t *s, int rc, void *arg)
+//  The action once its session is in memory (sess_with_session).
+static void act_on (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer,
+                    proto_msg_t *msg)
 {
-    deferred_t *d = arg;
-    if (!s)
-        sess_reply_error (self, &d->peer, rc == CM_E_NOT_FOUND ? rc : CM_E_UNAVAILABLE,
-                          rc == CM_E_NOT_FOUND
-                              ? "no such session"
-                              : "the session could not be loaded; retry");
-    else {
-        proto_msg_t msg;
-        proto_msg_init (&msg);
-        if (proto_decode (&msg, d->data, d->size) == 0)
-            act (self, s, &d->peer, proto_body (&msg, mon_action));
-        proto_msg_fini (&msg);
-    }
-    free (d);
+    act (self, s, peer, proto_body (msg, mon_action));
 }
 
 static void action (sess_server_t *self, const sess_peer_t *peer, proto_msg_t *msg)
@@ -322,25 +304,7 @@ static void action (sess_server_t *self, const sess_peer_t *peer, proto_msg_t *m
                           "an action's message is at most 1024 bytes");
         return;
     }
-    sess_session_t *s = sess_lookup (self, &a->session);
-    if (s) {
-        act (self, s, peer, a);
-        return;
-    }
-    proto_buf_reset (&self->buf);
-    if (proto_encode (&self->buf, msg->type, msg->corr, msg->body)) {
-        sess_reply_error (self, peer, CM_E_INTERNAL, NULL);
-        return;
-    }
-    deferred_t *d = malloc (sizeof *d + self->buf.size);
-    if (!d) {
-        sess_reply_error (self, peer, CM_E_NOMEM, NULL);
-        return;
-    }
-    d->peer = *peer;
-    d->size = self->buf.size;
-    memcpy (d->data, self->buf.data, self->buf.size);
-    sess_load (self, &a->session, on_loaded, d);
+    sess_with_session (self, &a->session, peer, msg, act_on);
 }
 
 /* ---------------------------------------------------------------- */

@@ -439,16 +439,17 @@ void sess_startup_scan (sess_server_t *self)
 /* ---------------------------------------------------------------- */
 /*  Client API                                                       */
 
+static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer,
+                    proto_msg_t *msg);
+
 //  A request waiting for its session to load: the raw bytes, re-decoded
-//  when it is there.
+//  when it is there, and what runs it then.
 typedef struct {
     sess_peer_t peer;
+    sess_request_fn run;
     size_t size;
     char data[];
 } deferred_t;
-
-static void handle (sess_server_t *self, sess_session_t *s, const sess_peer_t *peer,
-                    proto_msg_t *msg);
 
 static void on_loaded_deferred (sess_server_t *self, sess_session_t *s, int rc, void *arg)
 {
@@ -463,9 +464,39 @@ static void on_loaded_deferred (sess_server_t *self, sess_session_t *s, int rc, 
     }
     proto_msg_t msg;
     proto_msg_init (&msg);
-    if (proto_decode (&msg, d->data, d->size) == 0) handle (self, s, &d->peer, &msg);
+    if (proto_decode (&msg, d->data, d->size) == 0) d->run (self, s, &d->peer, &msg);
     proto_msg_fini (&msg);
     free (d);
+}
+
+void sess_with_session (sess_server_t *self, const cm_uuid_t *id, const sess_peer_t *peer,
+                        proto_msg_t *msg, sess_request_fn run)
+{
+    if (!id) { //  every type routed here names its session (the catalogue)
+        sess_reply_error (self, peer, CM_E_INTERNAL, NULL);
+        return;
+    }
+    sess_session_t *s = sess_lookup (self, id);
+    if (s) {
+        run (self, s, peer, msg);
+        return;
+    }
+    //  Keep the request's bytes while the session loads.
+    proto_buf_reset (&self->buf);
+    if (proto_encode (&self->buf, msg->type, msg->corr, msg->body)) {
+        sess_reply_error (self, peer, CM_E_INTERNAL, NULL);
+        return;
+    }
+    deferred_t *d = malloc (sizeof *d + self->buf.size);
+    if (!d) {
+        sess_reply_error (self, peer, CM_E_NOMEM, NULL);
+        return;
+    }
+    d->peer = *peer;
+    d->run = run;
+    d->size = self->buf.size;
+    memcpy (d->data, self->buf.data, self->buf.size);
+    sess_load (self, id, on_loaded_deferred, d);
 }
 
 typedef struct {
@@ -797,22 +828,5 @@ void sess_on_client (sess_server_t *self, const sess_peer_t *peer, proto_msg_t *
                           "this request is not served by this version of corral-session");
         return;
     }
-    const cm_uuid_t *id = request_session (msg);
-    sess_session_t *s = id ? sess_lookup (self, id) : NULL;
-    if (s) {
-        handle (self, s, peer, msg);
-        return;
-    }
-    //  Keep the request's bytes while the session loads.
-    proto_buf_reset (&self->buf);
-    if (proto_encode (&self->buf, msg->type, msg->corr, msg->body)) {
-        sess_reply_error (self, peer, CM_E_INTERNAL, NULL);
-        return;
-    }
-    deferred_t *d = malloc (sizeof *d + self->buf.size);
-    if (!d) return;
-    d->peer = *peer;
-    d->size = self->buf.size;
-    memcpy (d->data, self->buf.data, self->buf.size);
-    sess_load (self, id, on_loaded_deferred, d);
+    sess_with_session (self, request_session (msg), peer, msg, handle);
 }
