@@ -198,6 +198,30 @@ static int s_store_failed (const char *what, int rc, const proto_msg_t *reply,
 /* ---------------------------------------------------------------- */
 /*  Commands                                                         */
 
+//  Store a new key record for hash with the options' tenant, name, admin
+//  flag and budgets; *id gets its id.  Returns EXIT_OK or what
+//  s_store_failed says.
+static int s_put_key (proto_rpc_t *rpc, const config_t *cfg, const uint8_t *hash,
+                      cm_uuid_t *id)
+{
+    proto_key_rec_t rec = {.hash = {hash, GW_AUTH_HASH_LEN},
+                           .tenant = cfg->tenant,
+                           .name = cfg->name,
+                           .admin = cfg->admin,
+                           .created_ms = cm_time_ms (),
+                           .budget_tokens = (uint64_t)cfg->budget_tokens,
+                           .budget_micros = (uint64_t)cfg->budget_micros};
+    cm_uuid7 (&rec.id);
+    *id = rec.id;
+    proto_key_put_t put = {.key = &rec};
+    proto_msg_t reply;
+    proto_msg_init (&reply);
+    int rc = proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &reply, (int)cfg->timeout);
+    int status = rc ? s_store_failed ("store.key.put", rc, &reply, cfg) : EXIT_OK;
+    proto_msg_fini (&reply);
+    return status;
+}
+
 //  create --from-env: install a key a person chose (corral up's
 //  CORRAL_API_KEY).  Idempotent: a key already stored keeps its record
 //  (and stays revoked if it was).  Never prints or logs the key.
@@ -241,24 +265,9 @@ static int s_install (proto_rpc_t *rpc, const config_t *cfg)
         } else
             printf ("id: %s\n", cm_uuid_fmt (&found->id, id));
     } else if (status == EXIT_OK) {
-        proto_key_rec_t rec = {.hash = {hash, sizeof hash},
-                               .tenant = cfg->tenant,
-                               .name = cfg->name,
-                               .admin = cfg->admin,
-                               .created_ms = cm_time_ms (),
-                               .budget_tokens = (uint64_t)cfg->budget_tokens,
-                               .budget_micros = (uint64_t)cfg->budget_micros};
-        cm_uuid7 (&rec.id);
-        proto_key_put_t put = {.key = &rec};
-        proto_msg_t put_reply;
-        proto_msg_init (&put_reply);
-        rc = proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &put_reply,
-                             (int)cfg->timeout);
-        if (rc)
-            status = s_store_failed ("store.key.put", rc, &put_reply, cfg);
-        else
-            printf ("id: %s\n", cm_uuid_fmt (&rec.id, id));
-        proto_msg_fini (&put_reply);
+        cm_uuid_t made;
+        status = s_put_key (rpc, cfg, hash, &made);
+        if (status == EXIT_OK) printf ("id: %s\n", cm_uuid_fmt (&made, id));
     }
     proto_msg_fini (&reply);
     return status;
@@ -288,30 +297,16 @@ static int s_create (proto_rpc_t *rpc, const config_t *cfg)
     }
     cm_log_secret (key); //  from here on no log line can carry it
 
-    proto_key_rec_t rec = {.hash = {hash, sizeof hash},
-                           .tenant = cfg->tenant,
-                           .name = cfg->name,
-                           .admin = cfg->admin,
-                           .created_ms = cm_time_ms (),
-                           .budget_tokens = (uint64_t)cfg->budget_tokens,
-                           .budget_micros = (uint64_t)cfg->budget_micros};
-    cm_uuid7 (&rec.id);
-    proto_key_put_t put = {.key = &rec};
-    proto_msg_t reply;
-    proto_msg_init (&reply);
-    int rc = proto_rpc_call (rpc, PROTO_STORE_KEY_PUT, &put, &reply, (int)cfg->timeout);
-    int status = EXIT_OK;
-    if (rc)
-        status = s_store_failed ("store.key.put", rc, &reply, cfg);
-    else {
+    cm_uuid_t made;
+    int status = s_put_key (rpc, cfg, hash, &made);
+    if (status == EXIT_OK) {
         char id[CM_UUID_STR_LEN];
-        printf ("key: %s\nid: %s\n", key, cm_uuid_fmt (&rec.id, id));
+        printf ("key: %s\nid: %s\n", key, cm_uuid_fmt (&made, id));
         fflush (stdout);
         fprintf (stderr, "corral-keys: copy the key now; it is not stored and cannot be "
                          "shown again\n");
     }
     memset (key, 0, sizeof key);
-    proto_msg_fini (&reply);
     return status;
 }
 
