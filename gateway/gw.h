@@ -395,6 +395,10 @@ void gw_watch_take_perm (gw_watch_t *w, gw_watch_t *old);
 //  over from an earlier watch that is no longer pending is withdrawn
 //  ($/cancel_request).
 void gw_watch_pending_perm (gw_server_t *self, gw_watch_t *w, uint64_t perm_seq);
+//  The connection stops watching (detach, close, delete, an abandoned
+//  load): a permission request it was asked is withdrawn ($/cancel_request),
+//  since no answer to it would count any more.  Call before gw_watch_free.
+void gw_watch_withdraw_perm (gw_server_t *self, gw_watch_t *w);
 //  An event arrived on the subscription.
 void gw_sub_on_event (gw_server_t *self, gw_sub_t *sub, gw_ev_t *ev);
 //  Move a watch forward as far as queue room allows.

@@ -225,7 +225,9 @@ void gw_acp_cancel_request (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *ms
         gw_wait_free (wait);
     } else {
         gw_wait_free (wait);
-        if (!w->waits)
-            gw_watch_free (self, w); //  an abandoned load leaves nothing behind
+        if (!w->waits) { //  an abandoned load leaves nothing behind
+            gw_watch_withdraw_perm (self, w);
+            gw_watch_free (self, w);
+        }
     }
 }

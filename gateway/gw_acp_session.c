@@ -86,12 +86,18 @@ static void watch_until (gw_server_t *self, gw_conn_t *conn, ctx_t *c,
     if (old) {
         kept = old->waits;
         old->waits = NULL;
-        if (w) gw_watch_take_perm (w, old);
+        if (w)
+            gw_watch_take_perm (w, old);
+        else
+            gw_watch_withdraw_perm (self, old);
         gw_watch_free (self, old);
     }
     gw_wait_t *wait = w ? calloc (1, sizeof *wait) : NULL;
     if (!wait || !result) {
-        if (w) gw_watch_free (self, w);
+        if (w) {
+            gw_watch_withdraw_perm (self, w);
+            gw_watch_free (self, w);
+        }
         free (wait);
         json_decref (result);
         for (gw_wait_t *next; kept; kept = next) {
@@ -262,6 +268,7 @@ void gw_acp_detach (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     if (gw_acp_param_session (self, conn, msg, &id)) return;
     gw_watch_t *w = gw_watch_find (conn, &id);
     if (w) {
+        gw_watch_withdraw_perm (self, w);
         gw_watch_free (self, w);
         char conn_text[32];
         snprintf (conn_text, sizeof conn_text, "%llu", (unsigned long long)conn->id);
@@ -387,7 +394,10 @@ static void on_simple (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
     }
     if (c->kind == K_CLOSE || c->kind == K_DELETE) {
         gw_watch_t *w = gw_watch_find (conn, &c->session);
-        if (w) gw_watch_free (self, w);
+        if (w) {
+            gw_watch_withdraw_perm (self, w);
+            gw_watch_free (self, w);
+        }
     }
     if (c->kind == K_SET_CONFIG) {
         //  The answer lists every option with its current value.

@@ -286,6 +286,11 @@ static void perm_on_event (gw_server_t *self, gw_watch_t *w, const gw_ev_t *ev)
     if (resolved) withdraw_perm (self, w);
 }
 
+void gw_watch_withdraw_perm (gw_server_t *self, gw_watch_t *w)
+{
+    withdraw_perm (self, w);
+}
+
 void gw_watch_take_perm (gw_watch_t *w, gw_watch_t *old)
 {
     clear_perm (w);

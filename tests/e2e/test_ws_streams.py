@@ -12,7 +12,8 @@ python3-websockets 10.4 (plus one hand-made raw WebSocket that never reads):
              (attach with afterSeq at the head, session/resume) is still
              asked, with the same params; its answer wins and the others get
              $/cancel_request; attaching again on the same connection (past
-             the request, or from just before it) does not ask twice;
+             the request, or from just before it) does not ask twice; one
+             that detaches gets $/cancel_request for its copy;
   slow       a client that stops reading does not delay the others (their
              per-event latency is measured against a turn with no staller);
              one that pauses catches up from the store, gap-free; one that
@@ -684,6 +685,11 @@ async def phase_pending(st, key):
           % r.get("error", "ok"))
     await d.until(lambda: len(d.perms) == 1, 20, "the pending request after session/resume")
     check(d.perms[0]["params"] == a.perms[0]["params"], "D (session/resume) was asked too")
+    #  ... and detaches: no answer from it would count now, so it is withdrawn.
+    r = await d.call("_corral/session/detach", {"sessionId": sid})
+    await d.until(lambda: len(d.cancels) == 1, 20, "$/cancel_request after detaching")
+    check("result" in r and d.cancels == [d.perms[0]["id"]],
+          "D detached and got $/cancel_request for the request it was asked")
 
     #  C attaches again on the same connection, past the request and then
     #  from just before it (the web page's way): not asked again.
@@ -704,17 +710,17 @@ async def phase_pending(st, key):
              if o["kind"] == "allow_once"][0]
     await b.send_raw({"jsonrpc": "2.0", "id": b.perms[0]["id"],
                       "result": {"outcome": {"outcome": "selected", "optionId": allow}}})
-    for x in (a, c, d):
+    for x in (a, c):
         await x.until(lambda: len(x.cancels) >= 1, 20, "$/cancel_request")
     r = await a.response(rid, 30, "the prompt")
     check(r.get("result", {}).get("stopReason") == "end_turn", "the turn ended end_turn")
     turn, end_seq = check_prompt_order(a, rid, text)
-    for x in (b, c, d):
+    for x in (b, c):
         await x.until(lambda: x.ended(turn), 20, "turn_ended")
     check(a.cancels == [a.perms[0]["id"]] and c.cancels == [first_id] and
-          d.cancels == [d.perms[0]["id"]] and b.cancels == [],
-          "A, C and D got $/cancel_request naming their own request id, C its first "
-          "one; B (who answered) got none")
+          b.cancels == [] and len(d.cancels) == 1,
+          "A and C got $/cancel_request naming their own request id, C its first "
+          "one; B (who answered) got none, D (detached) nothing more")
     resolved = [e for e in a.events() if e[2] == "permission_resolved"]
     check(len(resolved) == 1 and json.loads(resolved[0][4])["params"]["event"]
           .get("optionId") == allow, "one resolution: B's answer (%s)" % allow)
@@ -726,6 +732,29 @@ async def phase_pending(st, key):
           frames(c, req_seq, c_from) == frames(a, req_seq),
           "B saw exactly A's events %d..%d, C (after attaching from %d) A's events "
           "%d..%d" % (head + 1, end_seq, req_seq - 1, req_seq, end_seq))
+
+    #  Once more: C attaches again past the new request, then answers the id
+    #  it was first asked under; that answer counts.
+    os.unlink(path)
+    text2 = "write the file again"
+    rid2 = a.send_req("session/prompt", {"sessionId": sid,
+                                         "prompt": [{"type": "text", "text": text2}]})
+    for x in (a, b, c):
+        await x.until(lambda: len(x.perms) == 2, 20, "the second permission request")
+    head2 = await settle(a, b, c)
+    r = await c.attach(sid, head2, epoch)
+    check("result" in r, "C attached again with afterSeq %d" % head2)
+    await asyncio.sleep(0.5)
+    allow = [o["optionId"] for o in c.perms[1]["params"]["options"]
+             if o["kind"] == "allow_once"][0]
+    await c.send_raw({"jsonrpc": "2.0", "id": c.perms[1]["id"],
+                      "result": {"outcome": {"outcome": "selected", "optionId": allow}}})
+    r = await a.response(rid2, 30, "the second prompt")
+    check(r.get("result", {}).get("stopReason") == "end_turn" and len(c.perms) == 2 and
+          os.path.exists(path) and len(c.cancels) == 1 and len(a.cancels) == 2 and
+          len(b.cancels) == 1,
+          "C, asked once and attached again on the same connection, answered under its "
+          "first id: that answer won (the write happened), A and B got $/cancel_request")
     for x in (a, b, c, d):
         await x.close()
 
