@@ -88,6 +88,7 @@ struct cli_ws {
     char epoch[160];
 
     bool stopping, done, destroying;
+    bool serving; //  in an event that may have called a handler: on_after due
     int rc;
 
     lws_retry_bo_t idle_policy; //  ping after silence, hang up after more
@@ -165,10 +166,21 @@ static void s_finish (cli_ws_t *self)
 // ---------------------------------------------------------------------------
 //  Connection lifecycle
 
+//  After an event whose handlers ran: on_after, once.
+static void s_after (cli_ws_t *self)
+{
+    if (!self->serving) return;
+    self->serving = false;
+    if (!self->destroying && self->opts.on.on_after)
+        self->opts.on.on_after (self, self->opts.arg);
+}
+
 static void s_connect_cb (lws_sorted_usec_list_t *sul)
 {
     cli_ws_t *self = lws_container_of (sul, cli_ws_t, sul_connect);
+    self->serving = true; //  a failed attempt calls on_drop
     s_connect (self);
+    s_after (self);
 }
 
 //  The connection (or the attempt) ended: tell on_drop, maybe reconnect.
@@ -469,13 +481,9 @@ static int s_write_one (cli_ws_t *self, struct lws *wsi)
     return 0;
 }
 
-static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                       void *in, size_t len)
+static int s_serve (cli_ws_t *self, struct lws *wsi, enum lws_callback_reasons reason,
+                    void *in, size_t len)
 {
-    (void)user;
-    struct lws_context *ctx = lws_get_context (wsi);
-    cli_ws_t *self = ctx ? lws_context_user (ctx) : NULL;
-    if (!self || self->destroying) return 0; //  no handler runs from the teardown
     switch (reason) {
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
         if (!self->key || !self->key[0]) break;
@@ -560,8 +568,11 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
             //  be read, then read() says 0: let the handler see it all.
             self->in_wsi = NULL;
             for (int i = 0; i < 100000 && !self->in_closing && self->opts.on.on_input;
-                 i++)
+                 i++) {
+                self->serving = true;
                 self->opts.on.on_input (self, self->in_fd, self->opts.arg);
+                s_after (self); //  as after any other read
+            }
         }
         if (wsi == self->sig_wsi) self->sig_wsi = NULL;
         break;
@@ -569,6 +580,32 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
         break;
     }
     return 0;
+}
+
+static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                       void *in, size_t len)
+{
+    (void)user;
+    struct lws_context *ctx = lws_get_context (wsi);
+    cli_ws_t *self = ctx ? lws_context_user (ctx) : NULL;
+    if (!self || self->destroying) return 0; //  no handler runs from the teardown
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+    case LWS_CALLBACK_RAW_RX_FILE:
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        self->serving = true; //  events that reach handlers
+        break;
+    default:
+        break;
+    }
+    int rc = s_serve (self, wsi, reason, in, len);
+    s_after (self);
+    return rc;
 }
 
 static const struct lws_protocols s_protocols[] = {
@@ -881,7 +918,9 @@ const char *cli_ws_epoch (const cli_ws_t *self)
 static void s_user_cb (lws_sorted_usec_list_t *sul)
 {
     cli_ws_t *self = lws_container_of (sul, cli_ws_t, sul_user);
+    self->serving = true;
     if (self->user_fn) self->user_fn (self, self->opts.arg);
+    s_after (self);
 }
 
 void cli_ws_timer (cli_ws_t *self, int ms, void (*fn) (cli_ws_t *ws, void *arg))

@@ -99,6 +99,11 @@ typedef struct {
     void (*on_signal) (cli_ws_t *ws, int signo, void *arg);
     //  The send queue fell below CLI_WS_QUEUE_HIGH / 2 bytes.
     void (*on_drained) (cli_ws_t *ws, void *arg);
+    //  After each event that called handlers (a message and its reply
+    //  callback, a drop and the failed requests' callbacks, a read of the
+    //  input, signals, the timer): the one place to act on what they
+    //  changed (chat: take the next typed line, pause or resume stdin).
+    void (*on_after) (cli_ws_t *ws, void *arg);
 } cli_ws_handlers_t;
 
 typedef struct {

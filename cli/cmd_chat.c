@@ -223,6 +223,14 @@ static void s_update_input (chat_t *c)
     }
 }
 
+//  After every event (cli_ws on_after): whatever the handlers changed,
+//  take the lines that can be used now and read stdin only if one can.
+static void on_after (cli_ws_t *ws, void *arg)
+{
+    (void)ws;
+    s_update_input (arg);
+}
+
 static void s_show_prompt (chat_t *c)
 {
     if (c->prompt_shown || !c->ready || s_busy (c) || c->perm_id || c->eof) return;
@@ -403,11 +411,9 @@ static void s_end_turn (chat_t *c)
 }
 
 static void s_send_prompt (chat_t *c);
-static void on_prompt_reply (cli_ws_t *ws, const json_t *result, const json_t *error,
-                             void *arg);
 
-static void on_prompt_reply_ (cli_ws_t *ws, const json_t *result, const json_t *error,
-                              void *arg)
+static void on_prompt_reply (cli_ws_t *ws, const json_t *result, const json_t *error,
+                             void *arg)
 {
     (void)ws;
     (void)result;
@@ -426,13 +432,6 @@ static void on_prompt_reply_ (cli_ws_t *ws, const json_t *result, const json_t *
                 cli_ws_error_text (error, buf, sizeof buf));
     }
     s_end_turn (c);
-}
-
-static void on_prompt_reply (cli_ws_t *ws, const json_t *result, const json_t *error,
-                             void *arg)
-{
-    on_prompt_reply_ (ws, result, error, arg);
-    s_update_input (arg);
 }
 
 static void s_send_prompt (chat_t *c)
@@ -506,8 +505,8 @@ static void s_help (chat_t *c)
         "/quit                          leave");
 }
 
-static void on_mode_reply_ (cli_ws_t *ws, const json_t *result, const json_t *error,
-                            void *arg)
+static void on_mode_reply (cli_ws_t *ws, const json_t *result, const json_t *error,
+                           void *arg)
 {
     (void)ws;
     (void)result;
@@ -517,13 +516,6 @@ static void on_mode_reply_ (cli_ws_t *ws, const json_t *result, const json_t *er
         s_note (c, C_RED, "(mode not changed: %s)",
                 cli_ws_error_text (error, buf, sizeof buf));
     s_show_prompt (c);
-}
-
-static void on_mode_reply (cli_ws_t *ws, const json_t *result, const json_t *error,
-                           void *arg)
-{
-    on_mode_reply_ (ws, result, error, arg);
-    s_update_input (arg);
 }
 
 static void s_set_mode (chat_t *c, const char *mode)
@@ -599,6 +591,13 @@ static void s_line (chat_t *c, char *line)
         s_note (c, C_YELLOW, "(a turn is running: wait for it, or Ctrl-C to cancel it)");
         return;
     }
+    json_t *utf8 = json_string (p); //  NULL when p is not UTF-8
+    if (!utf8) {
+        s_note (c, C_RED, "(the line is not valid UTF-8: not sent)");
+        s_show_prompt (c);
+        return;
+    }
+    json_decref (utf8);
     free (c->turn_text);
     c->turn_text = strdup (p);
     if (!c->turn_text) return;
@@ -614,7 +613,7 @@ static void s_line (chat_t *c, char *line)
 // ---------------------------------------------------------------------------
 //  cli_ws handlers
 
-static void on_input_ (cli_ws_t *ws, int fd, void *arg)
+static void on_input (cli_ws_t *ws, int fd, void *arg)
 {
     chat_t *c = arg;
     if (c->line_len + 4096 > c->line_cap) {
@@ -639,12 +638,6 @@ static void on_input_ (cli_ws_t *ws, int fd, void *arg)
         return; //  the lines left are taken by s_update_input
     }
     c->line_len += (size_t)n;
-}
-
-static void on_input (cli_ws_t *ws, int fd, void *arg)
-{
-    on_input_ (ws, fd, arg);
-    s_update_input (arg);
 }
 
 static void on_message_ (cli_ws_t *ws, const char *method, const json_t *params,
@@ -698,11 +691,10 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
     cli_render_clean (clean);
     on_message_ (ws, method, clean ? clean : params, id, arg);
     json_decref (clean);
-    s_update_input (arg);
 }
 
-static void on_new_session_ (cli_ws_t *ws, const json_t *result, const json_t *error,
-                             void *arg)
+static void on_new_session (cli_ws_t *ws, const json_t *result, const json_t *error,
+                            void *arg)
 {
     chat_t *c = arg;
     c->creating = false;
@@ -729,14 +721,7 @@ static void on_new_session_ (cli_ws_t *ws, const json_t *result, const json_t *e
     s_show_prompt (c);
 }
 
-static void on_new_session (cli_ws_t *ws, const json_t *result, const json_t *error,
-                            void *arg)
-{
-    on_new_session_ (ws, result, error, arg);
-    s_update_input (arg);
-}
-
-static void on_ready_ (cli_ws_t *ws, const json_t *attach, void *arg)
+static void on_ready (cli_ws_t *ws, const json_t *attach, void *arg)
 {
     chat_t *c = arg;
     bool again = c->ever_ready;
@@ -776,12 +761,6 @@ static void on_ready_ (cli_ws_t *ws, const json_t *attach, void *arg)
     s_show_prompt (c);
 }
 
-static void on_ready (cli_ws_t *ws, const json_t *attach, void *arg)
-{
-    on_ready_ (ws, attach, arg);
-    s_update_input (arg);
-}
-
 static void on_refused (cli_ws_t *ws, const char *method, const json_t *error, void *arg)
 {
     (void)arg;
@@ -799,8 +778,8 @@ static int64_t on_expired (cli_ws_t *ws, const json_t *error, void *arg)
     return last > 0 ? last : 0;
 }
 
-static bool on_drop_ (cli_ws_t *ws, int code, const char *why, bool was_open,
-                      int retry_ms, void *arg)
+static bool on_drop (cli_ws_t *ws, int code, const char *why, bool was_open, int retry_ms,
+                     void *arg)
 {
     (void)ws;
     (void)code;
@@ -820,15 +799,7 @@ static bool on_drop_ (cli_ws_t *ws, int code, const char *why, bool was_open,
     return true;
 }
 
-static bool on_drop (cli_ws_t *ws, int code, const char *why, bool was_open, int retry_ms,
-                     void *arg)
-{
-    bool r = on_drop_ (ws, code, why, was_open, retry_ms, arg);
-    s_update_input (arg);
-    return r;
-}
-
-static void on_signal_ (cli_ws_t *ws, int signo, void *arg)
+static void on_signal (cli_ws_t *ws, int signo, void *arg)
 {
     chat_t *c = arg;
     if (signo == SIGINT && s_busy (c) && !c->cancel_sent && c->sid && !c->ready) {
@@ -845,12 +816,6 @@ static void on_signal_ (cli_ws_t *ws, int signo, void *arg)
     }
     s_newline (c);
     cli_ws_stop (ws, CLI_OK);
-}
-
-static void on_signal (cli_ws_t *ws, int signo, void *arg)
-{
-    on_signal_ (ws, signo, arg);
-    s_update_input (arg);
 }
 
 //  Whether the real path p is root or below it.
@@ -927,7 +892,8 @@ int cli_chat (int argc, char **argv)
                .on_expired = on_expired,
                .on_drop = on_drop,
                .on_input = on_input,
-               .on_signal = on_signal},
+               .on_signal = on_signal,
+               .on_after = on_after},
         .arg = &c,
     };
     c.ws = cli_ws_new (&o, err, sizeof err);
