@@ -74,36 +74,12 @@ static void *s_sub_monitor;
 
 static void sub_monitor_open (gw_server_t *self)
 {
-    if (zmq_socket_monitor (self->sub, SUB_MONITOR, ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
-        cm_warn ("cannot watch the events socket's connections: %s",
-                 zmq_strerror (errno));
-        return;
-    }
-    s_sub_monitor = cm_zmq_socket (ZMQ_PAIR, 0);
-    if (s_sub_monitor && zmq_connect (s_sub_monitor, SUB_MONITOR))
-        cm_zmq_close (&s_sub_monitor);
+    s_sub_monitor = cm_zmq_watch_handshakes (self->sub, SUB_MONITOR);
 }
 
 static void sub_monitor_check (gw_server_t *self, int64_t now)
 {
-    bool connected = false;
-    while (s_sub_monitor) {
-        zmq_msg_t msg; //  [event id, value][endpoint]
-        zmq_msg_init (&msg);
-        if (zmq_msg_recv (&msg, s_sub_monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (&msg);
-            break;
-        }
-        bool more = zmq_msg_more (&msg);
-        zmq_msg_close (&msg);
-        while (more) {
-            zmq_msg_init (&msg);
-            more = zmq_msg_recv (&msg, s_sub_monitor, ZMQ_DONTWAIT) >= 0 &&
-                   zmq_msg_more (&msg);
-            zmq_msg_close (&msg);
-        }
-        connected = true;
-    }
+    bool connected = cm_zmq_handshakes (s_sub_monitor);
     if (!connected) return;
     size_t pos = 0;
     void *value;
@@ -159,10 +135,12 @@ void gw_bus_close (gw_server_t *self)
         while (cm_map_next (self->calls, &pos, NULL, &value)) free (value);
         cm_map_destroy (&self->calls);
     }
-    cm_zmq_close (&s_sub_monitor);
+    cm_zmq_unwatch (self->sub, &s_sub_monitor);
     cm_zmq_close (&self->session);
     cm_zmq_close (&self->store);
-    cm_zmq_close (&self->sub);
+    //  The SUB sends nothing that matters (its subscriptions); without a
+    //  session service its queued subscription would hold the stop 2 s.
+    cm_zmq_close_linger (&self->sub, 0);
     cm_zmq_close (&self->monitor);
     proto_beat_destroy (&self->beat);
 }

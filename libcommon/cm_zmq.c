@@ -151,6 +151,69 @@ void cm_zmq_request_close (cm_zmq_request_t *req)
     zmq_msg_close (&req->body);
 }
 
+int cm_zmq_recv_topic (void *sub, zmq_msg_t *topic, zmq_msg_t *body)
+{
+    zmq_msg_init (topic);
+    zmq_msg_init (body);
+    if (zmq_msg_recv (topic, sub, ZMQ_DONTWAIT) < 0) return 0;
+    int frames = 1;
+    bool more = zmq_msg_more (topic);
+    while (more) { //  the rest of a message has come: no waiting
+        zmq_msg_t extra, *into = frames == 1 ? body : &extra;
+        if (into == &extra) zmq_msg_init (&extra);
+        bool got = zmq_msg_recv (into, sub, 0) >= 0;
+        more = got && zmq_msg_more (into);
+        if (into == &extra) zmq_msg_close (&extra);
+        if (!got) break;
+        frames++;
+    }
+    return frames;
+}
+
+void *cm_zmq_watch_handshakes (void *sock, const char *endpoint)
+{
+    if (zmq_socket_monitor (sock, endpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
+        cm_warn ("cannot watch a socket's connections: %s", zmq_strerror (errno));
+        return NULL;
+    }
+    void *watch = cm_zmq_socket (ZMQ_PAIR, 0);
+    if (watch && zmq_connect (watch, endpoint)) {
+        cm_warn ("cannot watch a socket's connections: %s", zmq_strerror (errno));
+        cm_zmq_close (&watch);
+    }
+    if (!watch) zmq_socket_monitor (sock, NULL, 0);
+    return watch;
+}
+
+bool cm_zmq_handshakes (void *watch)
+{
+    bool seen = false;
+    while (watch) {
+        zmq_msg_t msg; //  [event id, value][endpoint]
+        zmq_msg_init (&msg);
+        if (zmq_msg_recv (&msg, watch, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&msg);
+            break;
+        }
+        bool more = zmq_msg_more (&msg);
+        zmq_msg_close (&msg);
+        while (more) {
+            zmq_msg_init (&msg);
+            more = zmq_msg_recv (&msg, watch, ZMQ_DONTWAIT) >= 0 && zmq_msg_more (&msg);
+            zmq_msg_close (&msg);
+        }
+        seen = true;
+    }
+    return seen;
+}
+
+void cm_zmq_unwatch (void *sock, void **watch)
+{
+    if (!watch || !*watch) return;
+    if (sock) zmq_socket_monitor (sock, NULL, 0);
+    cm_zmq_close_linger (watch, 0);
+}
+
 int cm_zmq_sendv (void *sock, const cm_frame_t *frames, size_t count, int flags)
 {
     if (!sock || !frames || count == 0) return CM_E_INVALID;

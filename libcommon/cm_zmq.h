@@ -77,6 +77,24 @@ int cm_zmq_send_reply (void *router, cm_zmq_request_t *req, const void *data,
 //  Free the request's frames.
 void cm_zmq_request_close (cm_zmq_request_t *req);
 
+//  Receive one [topic][body] message from a SUB without blocking; a
+//  message of another shape is read whole and its frames past the second
+//  dropped.  Returns the number of frames it had (2 is the right shape),
+//  or 0 when nothing is queued.  topic and body are always initialised:
+//  close both.
+int cm_zmq_recv_topic (void *sub, zmq_msg_t *topic, zmq_msg_t *body);
+
+//  Watch a socket's completed ZMTP handshakes (a peer connected, or
+//  connected again after a restart).  endpoint is an inproc name unique
+//  in the process.  Returns the watch (a PAIR), or NULL (logged): then the
+//  caller has no handshake signal.  Close it with cm_zmq_unwatch.
+void *cm_zmq_watch_handshakes (void *sock, const char *endpoint);
+//  Read every event queued on the watch; true when there was at least one
+//  (a handshake happened since the last call).  NULL watch: false.
+bool cm_zmq_handshakes (void *watch);
+//  Stop watching sock and close *watch (nulled).  Idempotent.
+void cm_zmq_unwatch (void *sock, void **watch);
+
 //  Whether the socket is readable now (ZMQ_EVENTS has ZMQ_POLLIN).
 bool cm_zmq_readable (void *sock);
 

@@ -75,11 +75,7 @@ mon_policy_t *mon_policy_new (const mon_policy_config_t *cfg)
     self->sub = cm_zmq_socket (ZMQ_SUB, SUB_HWM);
     self->dealer = cm_zmq_socket (ZMQ_DEALER, 0);
     if (!self->engine || !self->sent || !self->sub || !self->dealer) goto fail;
-    if (zmq_socket_monitor (self->sub, SUB_MONITOR, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
-        self->sub_monitor = cm_zmq_socket (ZMQ_PAIR, 0);
-        if (self->sub_monitor && zmq_connect (self->sub_monitor, SUB_MONITOR))
-            cm_zmq_close (&self->sub_monitor);
-    }
+    self->sub_monitor = cm_zmq_watch_handshakes (self->sub, SUB_MONITOR);
     if (!self->sub_monitor)
         cm_warn ("policies: cannot watch the events socket's connections; the census "
                  "runs on its interval only");
@@ -125,8 +121,7 @@ void mon_policy_destroy (mon_policy_t **self_p)
     //  re-derived by the next monitor from a census (docs/policies.md).  A
     //  short linger still lets an action already queued to a connected
     //  session service go out.
-    if (self->sub) zmq_socket_monitor (self->sub, NULL, 0);
-    cm_zmq_close_linger (&self->sub_monitor, 0);
+    cm_zmq_unwatch (self->sub, &self->sub_monitor);
     cm_zmq_close_linger (&self->sub, 0);
     cm_zmq_close_linger (&self->dealer, MON_POLICY_STOP_LINGER_MS);
     mon_policy_engine_destroy (&self->engine);
@@ -298,21 +293,13 @@ static void read_sub (mon_policy_t *self)
     int64_t wall = cm_time_ms ();
     for (int i = 0; i < DRAIN_MAX; i++) {
         zmq_msg_t topic, body;
-        zmq_msg_init (&topic);
-        zmq_msg_init (&body);
-        if (zmq_msg_recv (&topic, self->sub, ZMQ_DONTWAIT) < 0) {
+        int frames = cm_zmq_recv_topic (self->sub, &topic, &body);
+        if (frames == 0) {
             zmq_msg_close (&topic);
             zmq_msg_close (&body);
             return;
         }
-        bool ok = zmq_msg_more (&topic) && zmq_msg_recv (&body, self->sub, 0) >= 0 &&
-                  !zmq_msg_more (&body);
-        while (zmq_msg_more (&body)) { //  extra frames: drop the message
-            zmq_msg_close (&body);
-            zmq_msg_init (&body);
-            if (zmq_msg_recv (&body, self->sub, 0) < 0) break;
-            ok = false;
-        }
+        bool ok = frames == 2;
         if (ok) on_event (self, zmq_msg_data (&body), zmq_msg_size (&body), wall);
         zmq_msg_close (&topic);
         zmq_msg_close (&body);
@@ -377,35 +364,11 @@ static void read_dealer (mon_policy_t *self, int64_t now)
     }
 }
 
-//  Handshakes of the SUB: the publisher (re)appeared.
-static bool sub_reconnected (mon_policy_t *self)
-{
-    bool seen = false;
-    while (self->sub_monitor) {
-        zmq_msg_t m;
-        zmq_msg_init (&m);
-        if (zmq_msg_recv (&m, self->sub_monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (&m);
-            break;
-        }
-        bool more = zmq_msg_more (&m);
-        zmq_msg_close (&m);
-        while (more) {
-            zmq_msg_init (&m);
-            more = zmq_msg_recv (&m, self->sub_monitor, ZMQ_DONTWAIT) >= 0 &&
-                   zmq_msg_more (&m);
-            zmq_msg_close (&m);
-        }
-        seen = true;
-    }
-    return seen;
-}
-
 void mon_policy_service (mon_policy_t *self, int64_t now)
 {
     read_sub (self);
     read_dealer (self, now);
-    if (sub_reconnected (self)) {
+    if (cm_zmq_handshakes (self->sub_monitor)) { //  the publisher (re)appeared
         //  Let the subscription reach the publisher first, so nothing
         //  falls between the census and the events.
         self->census_at = now + CENSUS_SETTLE;

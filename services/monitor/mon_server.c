@@ -101,26 +101,11 @@ static void on_beat (mon_server_t *self)
 {
     for (int n = 0; n < DRAIN_MAX; n++) {
         zmq_msg_t topic, body;
-        zmq_msg_init (&topic);
-        zmq_msg_init (&body);
-        if (zmq_msg_recv (&topic, self->in, ZMQ_DONTWAIT) < 0) {
+        int frames = cm_zmq_recv_topic (self->in, &topic, &body);
+        if (frames == 0) {
             zmq_msg_close (&topic);
             zmq_msg_close (&body);
             return;
-        }
-        int frames = 1;
-        bool more = zmq_msg_more (&topic);
-        while (more) { //  keep the second frame, skip any further
-            zmq_msg_t *into = frames == 1 ? &body : NULL;
-            zmq_msg_t extra;
-            if (!into) {
-                zmq_msg_init (&extra);
-                into = &extra;
-            }
-            if (zmq_msg_recv (into, self->in, 0) < 0) break;
-            more = zmq_msg_more (into);
-            if (into == &extra) zmq_msg_close (&extra);
-            frames++;
         }
         if (frames != 2 || zmq_msg_size (&topic) < 3 ||
             memcmp (zmq_msg_data (&topic), "hb/", 3) != 0) {

@@ -246,6 +246,111 @@ static void test_close_linger (void **state)
     assert_true (cm_mono_ms () - t0 < 1000);
 }
 
+//  [topic][body] off a SUB: the right shape, one frame, three frames.
+static void test_recv_topic (void **state)
+{
+    (void)state;
+    void *pub = cm_zmq_socket (ZMQ_PUB, 0);
+    void *sub = cm_zmq_socket (ZMQ_SUB, 0);
+    assert_int_equal (zmq_bind (pub, "inproc://recv-topic"), 0);
+    assert_int_equal (zmq_connect (sub, "inproc://recv-topic"), 0);
+    assert_int_equal (zmq_setsockopt (sub, ZMQ_SUBSCRIBE, "", 0), 0);
+    usleep (100 * 1000); //  the subscription reaches the PUB
+    zmq_msg_t topic, body;
+    assert_int_equal (cm_zmq_recv_topic (sub, &topic, &body), 0);
+    zmq_msg_close (&topic);
+    zmq_msg_close (&body);
+    cm_frame_t two[] = {{"t/", 2}, {"body", 4}},
+               three[] = {{"t/", 2}, {"a", 1}, {"b", 1}};
+    assert_int_equal (cm_zmq_sendv (pub, two, 1, 0), 0);
+    assert_int_equal (cm_zmq_sendv (pub, three, 3, 0), 0);
+    assert_int_equal (cm_zmq_sendv (pub, two, 2, 0), 0);
+    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+    int want[] = {1, 3, 2};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal (zmq_poll (&it, 1, 2000), 1);
+        assert_int_equal (cm_zmq_recv_topic (sub, &topic, &body), want[i]);
+        if (want[i] == 2) {
+            assert_int_equal (zmq_msg_size (&body), 4);
+            assert_memory_equal (zmq_msg_data (&body), "body", 4);
+        }
+        zmq_msg_close (&topic);
+        zmq_msg_close (&body);
+    }
+    cm_zmq_close (&sub);
+    cm_zmq_close (&pub);
+}
+
+//  Requests on a ROUTER: a DEALER's, a REQ's (answered in its shape), and
+//  one of another shape (dropped, its frames counted).
+static void test_recv_request (void **state)
+{
+    (void)state;
+    void *router = cm_zmq_socket (ZMQ_ROUTER, 0);
+    void *dealer = cm_zmq_socket (ZMQ_DEALER, 0);
+    void *req = cm_zmq_socket (ZMQ_REQ, 0);
+    assert_int_equal (zmq_bind (router, "inproc://recv-request"), 0);
+    assert_int_equal (zmq_connect (dealer, "inproc://recv-request"), 0);
+    assert_int_equal (zmq_connect (req, "inproc://recv-request"), 0);
+    s_timeouts (dealer);
+    s_timeouts (req);
+    cm_zmq_request_t r;
+    int frames = -1;
+    assert_int_equal (cm_zmq_recv_request (router, &r, &frames), 0);
+    zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+    void *peers[] = {dealer, req};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal (zmq_send (peers[i], "ping", 4, 0), 4);
+        assert_int_equal (zmq_poll (&it, 1, 2000), 1);
+        assert_int_equal (cm_zmq_recv_request (router, &r, &frames), 1);
+        assert_int_equal (frames, i == 0 ? 2 : 3);
+        assert_int_equal (r.req_style, i == 1);
+        assert_memory_equal (zmq_msg_data (&r.body), "ping", 4);
+        assert_int_equal (cm_zmq_send_reply (router, &r, "pong", 4), 0);
+        cm_zmq_request_close (&r);
+        char buf[8];
+        assert_int_equal (zmq_recv (peers[i], buf, sizeof buf, 0), 4);
+        assert_memory_equal (buf, "pong", 4);
+    }
+    cm_frame_t odd[] = {{"x", 1}, {"y", 1}, {"z", 1}};
+    assert_int_equal (cm_zmq_sendv (dealer, odd, 3, 0), 0);
+    assert_int_equal (zmq_poll (&it, 1, 2000), 1);
+    assert_int_equal (cm_zmq_recv_request (router, &r, &frames), -1);
+    assert_int_equal (frames, 4);
+    cm_zmq_close (&req);
+    cm_zmq_close (&dealer);
+    cm_zmq_close (&router);
+}
+
+//  A handshake watch sees a peer connect.
+static void test_watch_handshakes (void **state)
+{
+    pair_t *pair = *state;
+    char ep[160];
+    snprintf (pair->dir, sizeof pair->dir, "/tmp/cm_zmq_watch_XXXXXX");
+    assert_non_null (mkdtemp (pair->dir));
+    snprintf (ep, sizeof ep, "ipc://%s/router.sock", pair->dir);
+    void *sub = cm_zmq_socket (ZMQ_SUB, 0);
+    void *watch = cm_zmq_watch_handshakes (sub, "inproc://watch-test");
+    assert_non_null (watch);
+    assert_false (cm_zmq_handshakes (watch));
+    assert_false (cm_zmq_handshakes (NULL));
+    void *pub = cm_zmq_socket (ZMQ_PUB, 0);
+    assert_int_equal (zmq_bind (pub, ep), 0);
+    assert_int_equal (zmq_connect (sub, ep), 0);
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        usleep (20 * 1000);
+        seen = cm_zmq_handshakes (watch);
+    }
+    assert_true (seen);
+    cm_zmq_unwatch (sub, &watch);
+    assert_null (watch);
+    cm_zmq_unwatch (sub, &watch); //  idempotent
+    cm_zmq_close_linger (&sub, 0);
+    cm_zmq_close (&pub);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +364,9 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_sendv_arguments, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_close_is_idempotent, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_close_linger, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_recv_topic, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_recv_request, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_watch_handshakes, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
