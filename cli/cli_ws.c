@@ -809,6 +809,34 @@ int cli_ws_catch_signals (cli_ws_t *self)
     return 0;
 }
 
+int cli_ws_open (cli_ws_t **ws, const char *prog, const cli_target_t *target,
+                 const char *ca_file, const cli_ws_handlers_t *on, void *arg,
+                 bool signals)
+{
+    char name[64], err[512];
+    snprintf (name, sizeof name, "%s", prog);
+    for (char *p = name; *p; p++)
+        if (*p == ' ') *p = '-'; //  "corral chat" -> clientInfo "corral-chat"
+    cli_ws_opts_t o = {.url = target->ws,
+                       .key = target->key,
+                       .ca_file = ca_file,
+                       .client_name = name,
+                       .on = *on,
+                       .arg = arg};
+    *ws = cli_ws_new (&o, err, sizeof err);
+    if (!*ws) {
+        fprintf (stderr, "%s: %s\n", prog, err);
+        return CLI_USAGE;
+    }
+    if (signals && cli_ws_catch_signals (*ws)) {
+        fprintf (stderr, "%s: cannot take SIGINT and SIGTERM: %s\n", prog,
+                 strerror (errno));
+        cli_ws_destroy (ws);
+        return CLI_FAIL;
+    }
+    return 0;
+}
+
 bool cli_ws_connected (const cli_ws_t *self)
 {
     return self->open && self->ready;

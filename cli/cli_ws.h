@@ -46,6 +46,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli_target.h"
+
 #define CLI_WS_RX_MAX      (64u << 20) //  bytes of one message from the gateway
 #define CLI_WS_PENDING_MAX 64          //  requests awaiting an answer
 #define CLI_WS_QUEUE_HIGH  (4u << 20)  //  suggested high-water mark of the send queue
@@ -119,6 +121,14 @@ typedef struct {
 //  message in err (a malformed URL, lws could not start).  Nothing
 //  connects before cli_ws_run().
 cli_ws_t *cli_ws_new (const cli_ws_opts_t *opts, char *err, size_t errlen);
+
+//  For a command: a client of target's ACP URL and key (client name: prog
+//  with '-' for ' ') calling on with arg; with signals, SIGINT and SIGTERM
+//  go to on_signal (cli_ws_catch_signals).  Returns 0 with *ws set, or,
+//  after "<prog>: <why>" on stderr, CLI_USAGE (the URL) or CLI_FAIL.
+int cli_ws_open (cli_ws_t **ws, const char *prog, const cli_target_t *target,
+                 const char *ca_file, const cli_ws_handlers_t *on, void *arg,
+                 bool signals);
 
 //  Close everything and free; idempotent, nulls *self_p.
 void cli_ws_destroy (cli_ws_t **self_p);

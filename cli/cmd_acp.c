@@ -213,7 +213,6 @@ static bool on_drop (cli_ws_t *ws, int code, const char *why, bool was_open, int
 int cli_acp (int argc, char **argv)
 {
     acp_config_t cfg;
-    char err[512];
     int rc = cli_config (
         s_opts, &cfg, argc, argv, argv[0],
         "A stdio <-> WebSocket bridge: an editor that runs ACP agents as subprocesses "
@@ -234,23 +233,15 @@ int cli_acp (int argc, char **argv)
     }
     signal (SIGPIPE, SIG_IGN);
     bridge_t b = {.verbose = cfg.verbose};
-    cli_ws_opts_t o = {
-        .url = t.ws,
-        .key = t.key,
-        .ca_file = cfg.ca_file,
-        .client_name = "corral-acp",
-        .on = {.on_open = on_open,
-               .on_text = on_text,
-               .on_drop = on_drop,
-               .on_input = on_input,
-               .on_drained = on_drained},
-        .arg = &b,
-    };
-    b.ws = cli_ws_new (&o, err, sizeof err);
-    if (!b.ws) {
-        fprintf (stderr, "corral acp: %s\n", err);
+    static const cli_ws_handlers_t on = {.on_open = on_open,
+                                         .on_text = on_text,
+                                         .on_drop = on_drop,
+                                         .on_input = on_input,
+                                         .on_drained = on_drained};
+    rc = cli_ws_open (&b.ws, "corral acp", &t, cfg.ca_file, &on, &b, false);
+    if (rc) {
         cm_config_free (s_opts, &cfg);
-        return CLI_USAGE;
+        return rc;
     }
     s_log (&b, "connecting to ", t.ws);
     rc = cli_ws_run (b.ws);

@@ -859,7 +859,6 @@ static char *s_default_cwd (void)
 int cli_chat (int argc, char **argv)
 {
     chat_config_t cfg;
-    char err[512];
     int rc = cli_config (
         s_opts, &cfg, argc, argv, argv[0],
         "Chat with an agent session in the terminal: each line is a prompt, the answer "
@@ -881,28 +880,18 @@ int cli_chat (int argc, char **argv)
     c.color = isatty (STDOUT_FILENO) && !(nc && *nc) && !(term && !strcmp (term, "dumb"));
     c.tty_in = isatty (STDIN_FILENO);
     signal (SIGPIPE, SIG_IGN);
-    cli_ws_opts_t o = {
-        .url = tg.ws,
-        .key = tg.key,
-        .ca_file = cfg.ca_file,
-        .client_name = "corral-chat",
-        .on = {.on_ready = on_ready,
-               .on_message = on_message,
-               .on_refused = on_refused,
-               .on_expired = on_expired,
-               .on_drop = on_drop,
-               .on_input = on_input,
-               .on_signal = on_signal,
-               .on_after = on_after},
-        .arg = &c,
-    };
-    c.ws = cli_ws_new (&o, err, sizeof err);
-    if (!c.ws) {
-        fprintf (stderr, "corral chat: %s\n", err);
-        goto done;
-    }
-    if (cli_ws_catch_signals (c.ws) || cli_ws_input (c.ws, STDIN_FILENO)) {
-        fprintf (stderr, "corral chat: cannot watch stdin and signals\n");
+    static const cli_ws_handlers_t on = {.on_ready = on_ready,
+                                         .on_message = on_message,
+                                         .on_refused = on_refused,
+                                         .on_expired = on_expired,
+                                         .on_drop = on_drop,
+                                         .on_input = on_input,
+                                         .on_signal = on_signal,
+                                         .on_after = on_after};
+    rc = cli_ws_open (&c.ws, "corral chat", &tg, cfg.ca_file, &on, &c, true);
+    if (rc) goto done;
+    if (cli_ws_input (c.ws, STDIN_FILENO)) {
+        fprintf (stderr, "corral chat: cannot watch stdin\n");
         rc = CLI_FAIL;
         goto done;
     }

@@ -294,7 +294,6 @@ int cli_tail (int argc, char **argv)
 {
     char *sid = s_take_positional (s_opts, &argc, argv);
     tail_config_t cfg;
-    char err[512];
     int rc = cli_config (s_opts, &cfg, argc, argv, argv[0],
                          "corral tail SESSION_ID [--after N] [--json]\n"
                          "Print a session's events: the stored ones after seq N, "
@@ -315,29 +314,14 @@ int cli_tail (int argc, char **argv)
     }
     if (cli_target_with_key (&tg, "corral tail", cfg.url, cfg.key)) goto done;
     tail_t t = {.cfg = &cfg, .sid = sid};
-    cli_ws_opts_t o = {
-        .url = tg.ws,
-        .key = tg.key,
-        .ca_file = cfg.ca_file,
-        .client_name = "corral-tail",
-        .on = {.on_ready = on_ready,
-               .on_message = on_message,
-               .on_refused = on_refused,
-               .on_expired = on_expired,
-               .on_drop = on_drop,
-               .on_signal = on_signal},
-        .arg = &t,
-    };
-    ws = cli_ws_new (&o, err, sizeof err);
-    if (!ws) {
-        fprintf (stderr, "corral tail: %s\n", err);
-        goto done;
-    }
-    if (cli_ws_catch_signals (ws)) {
-        fprintf (stderr, "corral tail: cannot take signals\n");
-        rc = CLI_FAIL;
-        goto done;
-    }
+    static const cli_ws_handlers_t on = {.on_ready = on_ready,
+                                         .on_message = on_message,
+                                         .on_refused = on_refused,
+                                         .on_expired = on_expired,
+                                         .on_drop = on_drop,
+                                         .on_signal = on_signal};
+    rc = cli_ws_open (&ws, "corral tail", &tg, cfg.ca_file, &on, &t, true);
+    if (rc) goto done;
     cli_ws_watch (ws, sid, cfg.after, cfg.epoch, false);
     rc = cli_ws_run (ws);
 done:
