@@ -55,6 +55,7 @@
 
 #include "cli.h"
 #include "cli_bin.h"
+#include "cli_render.h"
 #include "cli_target.h"
 #include "cm_config.h"
 
@@ -248,6 +249,9 @@ static int s_print_human (up_t *self, const child_t *c, const char *line)
         json_decref (o);
         return 0;
     }
+    //  Decoded, a log field could carry a command's or a model's control
+    //  characters to the terminal: shown as '?' (the JSON form escapes them).
+    cli_render_clean (o);
     const char *ts = json_string_value (json_object_get (o, "ts"));
     const char *level = json_string_value (json_object_get (o, "level"));
     const char *msg = json_string_value (json_object_get (o, "msg"));
@@ -931,8 +935,9 @@ static void s_self_name (char *out, size_t outlen)
     if (n <= 0) return;
     me[n] = 0;
     const char *path = getenv ("PATH");
-    if (path) {
-        char *copy = strdup (path), *save = NULL;
+    char *copy = path ? strdup (path) : NULL;
+    if (copy) {
+        char *save = NULL;
         for (char *d = strtok_r (copy, ":", &save); d; d = strtok_r (NULL, ":", &save)) {
             char cand[PATH_MAX + 16], real[PATH_MAX];
             snprintf (cand, sizeof cand, "%s/corral", d);
