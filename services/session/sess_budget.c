@@ -57,7 +57,7 @@ typedef struct {
     cm_uuid_t id;
     proto_usage_t used; //  lifetime totals (store + turns ended since)
     bool loaded, loading;
-    pending_t *pending;
+    pending_t *pending, *pending_tail; //  in arrival order
     size_t npending;
 } key_entry_t;
 
@@ -195,7 +195,7 @@ static void on_key_usage (sess_server_t *self, void *arg, int rc, proto_msg_t *r
     }
     //  Dispatch the waiting prompts again (or refuse them: no usage).
     pending_t *p = k->pending;
-    k->pending = NULL;
+    k->pending = k->pending_tail = NULL;
     k->npending = 0;
     while (p) {
         pending_t *next = p->next;
@@ -215,7 +215,9 @@ static void on_key_usage (sess_server_t *self, void *arg, int rc, proto_msg_t *r
     }
 }
 
-//  Keep the prompt until the key's usage is known.  Returns 0 or an error.
+//  Keep the prompt until the key's usage is known.  Returns 0 (it waits,
+//  and is dispatched again in arrival order) or an error (it was not kept:
+//  the caller answers it).
 static int key_wait (sess_server_t *self, key_entry_t *k, const sess_peer_t *peer,
                      const proto_session_prompt_t *req)
 {
@@ -228,24 +230,36 @@ static int key_wait (sess_server_t *self, key_entry_t *k, const sess_peer_t *pee
         return rc ? rc : CM_E_NOMEM;
     }
     p->peer = *peer;
+    p->next = NULL;
     p->size = buf.size;
     memcpy (p->data, buf.data, buf.size);
     proto_buf_fini (&buf);
-    p->next = k->pending;
-    k->pending = p;
-    k->npending++;
-    if (k->loading) return 0;
-    char tenant[64];
-    key_tenant (&k->id, tenant, sizeof tenant);
-    cm_uuid_t *arg = malloc (sizeof *arg);
-    proto_usage_get_t get = {.tenant = tenant, .from_day = 0, .to_day = 0};
-    if (!arg) return CM_E_NOMEM;
-    *arg = k->id;
-    if (sess_store_call (self, PROTO_STORE_USAGE_GET, &get, on_key_usage, arg)) {
-        free (arg);
-        return CM_E_INTERNAL;
+    if (!k->loading) {
+        //  Ask the store first: a prompt kept without a read under way
+        //  would wait for nothing (and run after its error was sent).
+        char tenant[64];
+        key_tenant (&k->id, tenant, sizeof tenant);
+        cm_uuid_t *arg = malloc (sizeof *arg);
+        proto_usage_get_t get = {.tenant = tenant, .from_day = 0, .to_day = 0};
+        rc = arg ? 0 : CM_E_NOMEM;
+        if (arg) {
+            *arg = k->id;
+            if (sess_store_call (self, PROTO_STORE_USAGE_GET, &get, on_key_usage, arg))
+                rc = CM_E_INTERNAL;
+        }
+        if (rc) {
+            free (arg); //  NULL when it could not be made
+            free (p);
+            return rc;
+        }
+        k->loading = true;
     }
-    k->loading = true;
+    if (k->pending_tail)
+        k->pending_tail->next = p;
+    else
+        k->pending = p;
+    k->pending_tail = p;
+    k->npending++;
     return 0;
 }
 
