@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
@@ -710,6 +711,11 @@ void cli_ws_destroy (cli_ws_t **self_p)
         sigemptyset (&mask);
         sigaddset (&mask, SIGINT);
         sigaddset (&mask, SIGTERM);
+        //  A Ctrl-C that came after the loop's last read is spent: the
+        //  command is ending with its own exit code, not killed now.
+        struct timespec zero = {0, 0};
+        while (sigtimedwait (&mask, NULL, &zero) > 0)
+            ;
         sigprocmask (SIG_UNBLOCK, &mask, NULL);
     }
     s_queue_free (self);
