@@ -105,8 +105,25 @@ static void s_put_text (FILE *out, const char *text)
     free (q);
 }
 
+//  A short field (a title, a status, a plan entry) for the one-line form:
+//  line breaks and tabs become spaces, at most FIELD_MAX bytes (cut
+//  between characters, "..." added).  Returns buf.
+#define FIELD_MAX 160
+typedef char field_t[FIELD_MAX + 4];
+static const char *s_field (const json_t *o, const char *key, field_t buf)
+{
+    const char *v = cli_render_str (o, key);
+    size_t n = strlen (v), show = cli_render_cut (v, n, FIELD_MAX);
+    memcpy (buf, v, show);
+    strcpy (buf + show, show < n ? "..." : "");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
+    return buf;
+}
+
 static void s_print_update (FILE *out, const json_t *u)
 {
+    field_t f1, f2, f3, f4;
     const char *kind = cli_render_str (u, "sessionUpdate");
     const json_t *content = json_object_get (u, "content");
     if (!strcmp (kind, "user_message_chunk") || !strcmp (kind, "agent_message_chunk") ||
@@ -121,12 +138,12 @@ static void s_print_update (FILE *out, const json_t *u)
         else
             fprintf (out, "[%s block]", cli_render_str (content, "type"));
     } else if (!strcmp (kind, "tool_call")) {
-        fprintf (out, "%-10s %s: %s [%s] %s", "tool", cli_render_str (u, "toolCallId"),
-                 cli_render_str (u, "title"), cli_render_str (u, "kind"),
-                 cli_render_str (u, "status"));
+        fprintf (out, "%-10s %s: %s [%s] %s", "tool", s_field (u, "toolCallId", f1),
+                 s_field (u, "title", f2), s_field (u, "kind", f3),
+                 s_field (u, "status", f4));
     } else if (!strcmp (kind, "tool_call_update")) {
-        fprintf (out, "%-10s %s: %s", "tool", cli_render_str (u, "toolCallId"),
-                 cli_render_str (u, "status"));
+        fprintf (out, "%-10s %s: %s", "tool", s_field (u, "toolCallId", f1),
+                 s_field (u, "status", f2));
         const char *t = cli_render_tool_text (content);
         if (t) {
             fputc (' ', out);
@@ -140,10 +157,10 @@ static void s_print_update (FILE *out, const json_t *u)
         {
             fprintf (out, "%s[%s] %s", i ? "; " : " ",
                      cli_render_plan_mark (cli_render_str (e, "status")),
-                     cli_render_str (e, "content"));
+                     s_field (e, "content", f1));
         }
     } else if (!strcmp (kind, "current_mode_update")) {
-        fprintf (out, "%-10s %s", "mode", cli_render_str (u, "currentModeId"));
+        fprintf (out, "%-10s %s", "mode", s_field (u, "currentModeId", f1));
     } else if (!strcmp (kind, "session_info_update")) {
         fprintf (out, "%-10s title ", "info");
         s_put_text (out, cli_render_str (u, "title"));
@@ -156,12 +173,12 @@ static void s_print_update (FILE *out, const json_t *u)
 
 static void s_print_event (FILE *out, const json_t *ev)
 {
-    const char *kind = cli_render_str (ev, "kind");
     json_t *rest = json_deep_copy (ev);
     json_object_del (rest, "kind");
     char *j = rest && json_object_size (rest) ? json_dumps (rest, JSON_COMPACT) : NULL;
     json_decref (rest);
-    fprintf (out, "%-10s %s", "event", kind);
+    field_t f;
+    fprintf (out, "%-10s %s", "event", s_field (ev, "kind", f));
     if (j) {
         size_t n = strlen (j);
         fprintf (out, " %.*s%s", (int)cli_render_cut (j, n, DETAIL_MAX), j,
@@ -209,8 +226,9 @@ static void on_message (cli_ws_t *ws, const char *method, const json_t *params,
     if (!strcmp (method, "session/update"))
         s_print_update (stdout, json_object_get (params, "update"));
     else if (!strcmp (method, "_corral/session/state")) {
-        printf ("%-10s %s", "state", cli_render_str (params, "state"));
-        const char *reason = cli_render_str (params, "reason");
+        field_t f1, f2;
+        printf ("%-10s %s", "state", s_field (params, "state", f1));
+        const char *reason = s_field (params, "reason", f2);
         if (*reason) printf (" (%s)", reason);
     } else if (!strcmp (method, "_corral/session/event"))
         s_print_event (stdout, json_object_get (params, "event"));
