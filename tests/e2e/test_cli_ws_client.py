@@ -290,21 +290,24 @@ def scenario_chat(corral):
 async def refuse_attach(ws, fake):
     await fake.initialize(ws)
     a = await fake.expect(ws, "_corral/session/attach")
-    await fake.reply(ws, a, error={"code": -32002, "message": "no such session; check the sessionId",
+    await fake.reply(ws, a, error={"code": -32002, "message": "no such session; check the sessionId\x1b]0;owned\x07",
                                    "data": {"reason": "not_found"}})
     await fake.hold(ws)
 
 
 async def refuse_close(ws, fake):
-    await ws.close(1008, "the API key was revoked")
+    await ws.close(1008, "the API key was revoked\x1b[2J")
 
 
 def scenario_refuse(corral):
     rc, out, err, fake = asyncio.run(run(corral, ["tail", SID], [refuse_attach], timeout=15))
     check(rc == 3 and "no such session" in err, "tail: attach refused -32002 -> exit 3", (rc, err))
+    check("\x1b" not in err and "\x07" not in err and "?]0;owned?" in err,
+          "tail: control characters in the gateway's error message are shown as '?'", err)
     rc, out, err, fake = asyncio.run(run(corral, ["acp"], [refuse_close], stdin_lines=[3], timeout=15))
     check(rc == 3 and "1008" in err and "revoked" in err and out == "",
           "acp: the gateway closing 1008 -> exit 3 with its reason on stderr", (rc, err))
+    check("\x1b" not in err and "revoked?[2J" in err, "acp: the close reason's control characters as '?'", err)
 
 
 def main():
