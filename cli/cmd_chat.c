@@ -98,6 +98,7 @@ typedef struct {
     bool cancel_sent;
     bool cancel_pending;    //  Ctrl-C while disconnected: cancel on reconnecting
     bool turn_failed_shown; //  turn_ended told of the failure already
+    bool failed;            //  a turn of ours failed or its prompt was refused
     char perm_outcome[32], perm_option[64]; //  the latest permission_resolved
     char *turn_text;
     char idem[40];
@@ -170,6 +171,13 @@ static bool s_busy (const chat_t *c)
 
 static void s_line (chat_t *c, char *line);
 
+//  Leave at the input's end or /quit: with piped input (a script), exit 1
+//  when a turn of ours failed, so the script can tell.
+static void s_leave (chat_t *c)
+{
+    cli_ws_stop (c->ws, c->failed && !c->tty_in ? CLI_FAIL : CLI_OK);
+}
+
 static bool s_want_line (const chat_t *c)
 {
     return c->ready && !c->eof && (c->perm_id || !s_busy (c));
@@ -199,12 +207,12 @@ static void s_take_lines (chat_t *c)
             s_note (c, C_DIM,
                     "(input ended at a permission question: leaving; the turn waits for "
                     "another client's answer or the timeout)");
-            cli_ws_stop (c->ws, CLI_OK);
+            s_leave (c);
         } else if (s_busy (c))
             s_note (c, C_DIM,
                     "(input ended: leaving when the turn ends; Ctrl-C cancels it)");
         else
-            cli_ws_stop (c->ws, CLI_OK);
+            s_leave (c);
     }
 }
 
@@ -399,12 +407,13 @@ static void s_render_event (chat_t *c, const json_t *ev, bool live)
 
 static void s_end_turn (chat_t *c)
 {
+    if (c->turn_failed_shown) c->failed = true;
     c->turn = c->turn_req = c->cancel_sent = c->cancel_pending = c->turn_failed_shown =
         false;
     free (c->turn_text);
     c->turn_text = NULL;
     if (c->eof) {
-        cli_ws_stop (c->ws, CLI_OK);
+        s_leave (c);
         return;
     }
     s_show_prompt (c);
@@ -430,6 +439,7 @@ static void on_prompt_reply (cli_ws_t *ws, const json_t *result, const json_t *e
         }
         s_note (c, C_RED, "(the prompt failed: %s)",
                 cli_ws_error_text (error, buf, sizeof buf));
+        c->failed = true;
     }
     s_end_turn (c);
 }
@@ -559,7 +569,7 @@ static void s_line (chat_t *c, char *line)
         return;
     }
     if (!strcmp (p, "/quit") || !strcmp (p, "/exit")) {
-        cli_ws_stop (c->ws, CLI_OK);
+        s_leave (c);
         return;
     }
     if (!strcmp (p, "/help")) {

@@ -17,8 +17,11 @@ client sends and scripts what it gets:
           allow_always option's id; an unknown request gets -32601; the
           answer text appears once, its escape sequences neutralised;
           stdin's end after the turn: exit 0.
+  chat_fail  piped input whose prompt the gateway answers with an error:
+          the error is shown and chat exits 1.
   refuse  attach refused -32002 -> exit 3; the gateway closing 1008 before
-          anything -> the bridge exits 3.
+          anything -> the bridge exits 3; control characters in the
+          gateway's words reach stderr as '?'.
 
 usage: test_cli_ws_client.py CORRAL_BINARY [scenario ...]
 """
@@ -285,6 +288,25 @@ def scenario_chat(corral):
           "chat: control characters from the model are shown as '?', never sent to the terminal", out)
 
 
+async def chat_fail_conn(ws, fake):
+    await fake.initialize(ws)
+    n = await fake.expect(ws, "session/new")
+    await fake.reply(ws, n, {"sessionId": SID, "modes": {"currentModeId": "ask", "availableModes": []},
+                             "_meta": {"epoch": E1}})
+    p = await fake.expect(ws, "session/prompt", timeout=15)
+    await fake.reply(ws, p, error={"code": -32010, "message": "the model provider failed: 500",
+                                   "data": {"reason": "upstream", "retryable": False}})
+    await fake.hold(ws)
+
+
+def scenario_chat_fail(corral):
+    rc, out, err, fake = asyncio.run(run(corral, ["chat", "--cwd", "/tmp"], [chat_fail_conn],
+                                         stdin_lines=["hello\n"], timeout=30))
+    check(not fake.errors, "chat (failing turn): the protocol", fake.errors)
+    check(rc == 1 and "the prompt failed: the model provider failed: 500" in out,
+          "chat: piped input whose prompt failed exits 1 after saying why", (rc, out, err))
+
+
 # ---- refusals -------------------------------------------------------------------
 
 async def refuse_attach(ws, fake):
@@ -315,7 +337,7 @@ def main():
         print(__doc__)
         return 2
     corral = sys.argv[1]
-    names = sys.argv[2:] or ["tail", "chat", "refuse"]
+    names = sys.argv[2:] or ["tail", "chat", "chat_fail", "refuse"]
     try:
         for n in names:
             print("---- %s" % n, flush=True)
