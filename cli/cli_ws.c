@@ -799,7 +799,10 @@ int cli_ws_catch_signals (cli_ws_t *self)
     sigaddset (&mask, SIGTERM);
     if (sigprocmask (SIG_BLOCK, &mask, NULL)) return -1;
     self->sig_fd = signalfd (-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (self->sig_fd < 0) return -1;
+    if (self->sig_fd < 0) {
+        sigprocmask (SIG_UNBLOCK, &mask, NULL); //  Ctrl-C works as before
+        return -1;
+    }
     lws_sock_file_fd_type u;
     u.filefd = dup (self->sig_fd);
     if (u.filefd < 0) return -1;
