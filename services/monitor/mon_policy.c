@@ -53,8 +53,9 @@ struct mon_policy {
     cm_map_t *sent; //  corr -> sent_t
     //  census
     bool census_due;
-    int64_t census_at;    //  start it at (monotonic); 0 = not scheduled
-    uint64_t census_corr; //  the page in flight, 0 = none
+    int64_t census_at;      //  start it at (monotonic); 0 = not scheduled
+    uint64_t census_corr;   //  the page in flight, 0 = none
+    cm_uuid_t census_after; //  ... and where it starts (nil: the first)
     int64_t census_deadline;
     int64_t next_census; //  the periodic one
     int64_t next_tick;
@@ -196,6 +197,7 @@ static void census_page (mon_policy_t *self, const cm_uuid_t *after, int64_t now
 {
     proto_list_req_t req = {.limit = MON_POLICY_CENSUS_PAGE};
     if (after) req.after = *after;
+    self->census_after = req.after;
     uint64_t corr;
     if (send_msg (self, PROTO_MON_CENSUS, &req, &corr)) {
         //  The session service is not there yet: try again shortly.
@@ -320,6 +322,15 @@ static void on_census_reply (mon_policy_t *self, int rc, int64_t now)
     for (size_t i = 0; i < page->sessions.count; i++)
         mon_policy_engine_census_entry (self->engine, &page->sessions.items[i], wall);
     if (page->more && !cm_uuid_is_nil (&page->last)) {
+        //  Pages go forward (ids sort): one that does not would be asked
+        //  for again and again.  Leave the census unfinished (nothing is
+        //  forgotten) until the next one.
+        if (memcmp (&page->last, &self->census_after, sizeof page->last) <= 0) {
+            cm_warn ("policies: the census did not advance past a page; it is dropped "
+                     "until the next one");
+            mon_policy_engine_census_abort (self->engine);
+            return;
+        }
         census_page (self, &page->last, now);
         return;
     }
