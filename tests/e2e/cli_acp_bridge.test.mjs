@@ -105,8 +105,13 @@ try {
     check(states.includes("awaiting_permission") && states.includes("idle"), "state notifications pass too", states);
 
     // A long turn, cancelled with a notification through the bridge.
+    // Cancelled once it streams (the turn runs), however long that takes.
+    const t1 = updates.length;
     const pending = agent.request(acp.methods.agent.session.prompt, { sessionId, prompt: [{ type: "text", text: "Please dawdle" }] });
-    await new Promise((r) => setTimeout(r, 800));
+    await withTimeout((async () => {
+        while (!updates.slice(t1).some((u) => u.update?.sessionUpdate === "agent_message_chunk"))
+            await new Promise((r) => setTimeout(r, 50));
+    })(), 15_000, "the long turn streaming");
     await agent.notify(acp.methods.agent.session.cancel, { sessionId });
     const cancelled = await withTimeout(pending, 15_000, "the cancelled prompt");
     check(cancelled.stopReason === "cancelled", "session/cancel through the bridge ends the turn cancelled", cancelled);
