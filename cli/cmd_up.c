@@ -70,6 +70,7 @@ extern char **environ;
 #define PROBE_EVERY_MS  100   //  readiness checks while starting
 #define PROGRESS_MS     5000  //  "still waiting" this often
 #define MAX_ARGS        16
+#define READS_PER_TURN  64 //  reads of one service's pipe per loop turn
 #define MODEL_SCRIPTED  "the built-in scripted model"
 
 typedef enum { R_NONE, R_ENDPOINT, R_LINE, R_HTTP, R_EXIT } ready_t;
@@ -342,10 +343,12 @@ static void s_on_line (up_t *self, child_t *c, char *line)
     s_print_line (self, c, line);
 }
 
-//  Read what is there; print whole lines.  Returns false at EOF.
+//  Read what is there (READS_PER_TURN reads at most, so that a service
+//  that never stops writing cannot keep the loop from signals and the
+//  others); print whole lines.  Returns false at EOF.
 static bool s_read_child (up_t *self, child_t *c)
 {
-    for (;;) {
+    for (int reads = 0; reads < READS_PER_TURN; reads++) {
         ssize_t r = read (c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
         if (r <= 0) {
