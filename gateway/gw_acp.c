@@ -275,7 +275,7 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     while (i < S_METHODS && strcmp (s_methods[i].method, msg->method) != 0) i++;
     if (i == S_METHODS) {
         static const char msg_text[] =
-            "method not found: see docs/client-protocol.md for "
+            "method not found: see docs/protocol.md for "
             "the methods this server serves";
         if (conn->kind == GW_CONN_WS) {
             //  JSON-RPC's own -32601 (the cm table has no such row): data

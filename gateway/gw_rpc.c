@@ -18,7 +18,7 @@
 #include "gw_rpc.h"
 
 // ---------------------------------------------------------------------------
-//  The cm code -> JSON-RPC code table (docs/client-protocol.md lists it).
+//  The cm code -> JSON-RPC code table (docs/protocol.md lists it).
 //  Several cm codes may share a JSON-RPC code; each row has its own
 //  message.  Codes not listed here become -32603.
 

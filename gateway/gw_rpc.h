@@ -5,7 +5,7 @@
     incoming frame into a gw_rpc_msg_t or into a ready-to-send error
     response, and builds every text the gateway sends: responses, error
     responses, notifications and its own requests to the client
-    (session/request_permission).  docs/client-protocol.md is the
+    (session/request_permission).  docs/protocol.md is the
     client-facing description of the same rules and of the Corral error
     codes below.
 
@@ -142,7 +142,7 @@ char *gw_rpc_error (json_t *id, int code, const char *message, json_t *data);
 //  An error response for a cm error code (either sign), from the table:
 //  code and message from the row, data = {"reason": <row name>} plus the
 //  entries of detail (an object, or NULL) whose key and type are on the
-//  allowlist (docs/client-protocol.md), other entries silently dropped.
+//  allowlist (docs/protocol.md), other entries silently dropped.
 //  An upstream error always carries data.retryable (false unless detail
 //  says true).  Codes the table does not list, and 0, become -32603 with
 //  reason "internal" and no detail.

@@ -194,7 +194,7 @@ static int on_receive (gw_server_t *self, gw_conn_t *conn, struct lws *wsi,
     if (!final) return 0;
     if (conn->rx.oom) {
         cm_strbuf_free (&conn->rx);
-        //  docs/client-protocol.md: -32006 with data.limit, the cap in force.
+        //  docs/protocol.md: -32006 with data.limit, the cap in force.
         char text[160];
         snprintf (text, sizeof text,
                   "too large: the message is over the limit of %lld bytes; split the "

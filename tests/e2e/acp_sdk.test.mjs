@@ -100,7 +100,7 @@ const watchdog = setTimeout(() => {
     process.exit(1);
 }, 240_000);
 
-// Documented JSON-RPC error codes (docs/client-protocol.md).
+// Documented JSON-RPC error codes (docs/protocol.md).
 const CODES = new Set([-32700, -32600, -32601, -32602, -32603, -32000, -32002, -32800,
     -32001, -32003, -32004, -32005, -32006, -32007, -32008, -32009, -32010, -32011]);
 

@@ -7,7 +7,7 @@ pings), a raw RFC 6455 client written here.
     test_ws_hygiene.py BUILD_DIR
 
 1. The bad-input table: every bad input gets the error code or WebSocket
-   close code docs/client-protocol.md documents, with a message a person
+   close code docs/protocol.md documents, with a message a person
    can read and no library text, and the connection (or, after a close,
    the gateway) keeps serving.  Meanwhile one healthy client streams real
    prompts on the same gateway; its stream must be complete and gap-free
@@ -21,7 +21,7 @@ pings), a raw RFC 6455 client written here.
    idle timeout, Origin allowlist, per-IP connection cap, per-key rate
    limit, key revoked while connected, SIGTERM drain, TLS.
 
-docs/client-protocol.md (framing, error codes) and docs/gateway.md (close
+docs/protocol.md (framing, error codes) and docs/gateway.md (close
 codes, connecting) are the documents checked.  Every wait is bounded; the
 whole file runs in about 10 s.
 """

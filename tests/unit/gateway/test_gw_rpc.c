@@ -707,7 +707,7 @@ static void test_cm_detail_allowlist (void **state)
     json_decref (id);
 }
 
-//  docs/client-protocol.md documents every row of the table.
+//  docs/protocol.md documents every row of the table.
 static void test_doc_lists_every_code (void **state)
 {
     FILE *f = fopen (CORRAL_CLIENT_PROTOCOL_DOC, "r");
