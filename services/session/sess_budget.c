@@ -393,6 +393,7 @@ void sess_budget_on_turn_usage (sess_server_t *self, sess_session_t *s,
     key_tenant (&b->key, tenant, sizeof tenant);
     proto_usage_add_t add = {
         .tenant = tenant, .day = 0, .usage = (proto_usage_t *)u, .turns = 1};
+    add.id = s->turn.id; //  counted once however often it is resent
     sess_store_call (self, PROTO_STORE_USAGE_ADD, &add, NULL, NULL);
 }
 

@@ -367,7 +367,8 @@ static void add_usage (sess_server_t *self, sess_session_t *s, const proto_usage
         tot->cost_micros += u->cost_micros;
         tot->model_calls += u->model_calls;
     }
-    //  Daily usage per tenant; fire and forget (resent until stored).
+    //  Daily usage per tenant; fire and forget (resent until stored, and
+    //  counted once: the turn id is the add's idempotency id).
     int64_t now = cm_time_ms () / 1000;
     struct tm tm;
     time_t tt = (time_t)now;
@@ -376,7 +377,8 @@ static void add_usage (sess_server_t *self, sess_session_t *s, const proto_usage
                              .day = (uint64_t)((tm.tm_year + 1900) * 10000 +
                                                (tm.tm_mon + 1) * 100 + tm.tm_mday),
                              .usage = (proto_usage_t *)u,
-                             .turns = 1};
+                             .turns = 1,
+                             .id = s->turn.id};
     sess_store_call (self, PROTO_STORE_USAGE_ADD, &add, NULL, NULL);
 }
 

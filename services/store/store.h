@@ -28,7 +28,7 @@
 #include "proto.h"
 #include "proto_beat.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_MAX_EVENT      (1u << 20) //  bytes in one stored event
 #define STORE_RANGE_DEFAULT  1000
 #define STORE_RANGE_MAX      10000
@@ -39,6 +39,10 @@
 #define STORE_LIST_DEFAULT    100
 #define STORE_LIST_MAX        1000
 #define STORE_LATENCY_RING    4096
+//  usage.add ids are remembered this long after the time in the id (a
+//  UUIDv7), far beyond any resend; each add prunes at most this many.
+#define STORE_USAGE_ID_KEEP_MS (7ull * 24 * 3600 * 1000)
+#define STORE_USAGE_ID_PRUNE   8
 
 typedef enum {
     STORE_SYNC_FULL, //  fsync at every commit
@@ -62,6 +66,7 @@ typedef enum {
     STORE_DB_TEMPLATES,
     STORE_DB_KEYS,
     STORE_DB_USAGE,
+    STORE_DB_USAGE_APPLIED, //  usage.add ids applied (schema 2)
     STORE_DB_META,
     STORE_DB_COUNT
 } store_db_t;
@@ -72,6 +77,7 @@ typedef struct store {
     store_opts_t opts;
     char *path; //  <data_dir>/store
     char epoch[CM_UUID_STR_LEN];
+    bool no_applied;   //  read-only schema 1 store: no usage_applied database
     uint64_t map_size; //  current
     //  statistics
     uint64_t commits;

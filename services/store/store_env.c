@@ -31,18 +31,28 @@ const char *const store_db_names[STORE_DB_COUNT] = {
     [STORE_DB_TEMPLATES] = "templates",
     [STORE_DB_KEYS] = "keys",
     [STORE_DB_USAGE] = "usage",
+    [STORE_DB_USAGE_APPLIED] = "usage_applied",
     [STORE_DB_META] = "meta",
 };
 
-/*  Migration hook: entry i brings schema `from` to `from + 1`.  Schema 1 is
-    the first released layout, so the table is empty; a layout change adds
-    a function here and bumps STORE_SCHEMA_VERSION.  */
+/*  Schema 1 -> 2: the `usage_applied` database (usage.add idempotency ids)
+    is new.  store_open has already created it empty (MDB_CREATE), and an
+    empty set is right for old data: no add made before carried an id.  */
+static int migrate_1_usage_applied (store_t *self, MDB_txn *txn)
+{
+    MDB_stat st;
+    return store_mdb_err (mdb_stat (txn, self->dbi[STORE_DB_USAGE_APPLIED], &st));
+}
+
+/*  Migration hook: entry i brings schema `from` to `from + 1`; a layout
+    change adds a function here and bumps STORE_SCHEMA_VERSION.  */
 typedef int (*store_migrate_fn) (store_t *self, MDB_txn *txn);
 static const struct {
     unsigned from;
     store_migrate_fn fn;
     const char *what;
 } s_migrations[] = {
+    {1, migrate_1_usage_applied, "add the usage_applied database"},
     {0, NULL, NULL}, //  sentinel
 };
 
@@ -238,6 +248,13 @@ store_t *store_open (const store_opts_t *opts, char *err, size_t errlen)
     for (int db = 0; db < STORE_DB_COUNT; db++) {
         rc = mdb_dbi_open (txn, store_db_names[db], opts->read_only ? 0 : MDB_CREATE,
                            &self->dbi[db]);
+        if (rc == MDB_NOTFOUND && db == STORE_DB_USAGE_APPLIED) {
+            //  A schema 1 store opened read-only (a backup): nothing reads
+            //  this database there; stats count it as empty.
+            self->dbi[db] = self->dbi[STORE_DB_USAGE];
+            self->no_applied = true;
+            continue;
+        }
         if (rc == MDB_NOTFOUND) {
             snprintf (err, errlen, "%s is not a Corral store (no '%s' database)",
                       self->path, store_db_names[db]);
@@ -373,8 +390,10 @@ int store_stats (store_t *self, MDB_txn *txn, proto_store_stats_t *out,
     out->map_size = info.me_mapsize;
     out->map_used = (uint64_t)(info.me_last_pgno + 1) * est.ms_psize;
     for (int db = 0; db < STORE_DB_COUNT; db++) {
-        MDB_stat st;
-        int rc = mdb_stat (txn, self->dbi[db], &st);
+        MDB_stat st = {0};
+        int rc = db == STORE_DB_USAGE_APPLIED && self->no_applied
+                     ? 0
+                     : mdb_stat (txn, self->dbi[db], &st);
         if (rc) return store_mdb_err (rc);
         dbs[db].name = store_db_names[db];
         dbs[db].entries = st.ms_entries;

@@ -16,6 +16,7 @@
         tasks_by_state               state ‖ 0 ‖ task id (16)      -> empty
         keys                         sha256 (32)
         usage                        tenant ‖ 0 ‖ day (4)
+        usage_applied                id (16) ‖ tenant ‖ 0 ‖ day (4) -> empty
     Values are proto records (proto_record_encode), except events, which
     are stored exactly as the session service encoded them.
 */
@@ -693,6 +694,42 @@ static int usage_key (uint8_t *key, size_t cap, const char *tenant, uint64_t day
     return 0;
 }
 
+//  Unix ms in a UUIDv7's first 48 bits.
+static uint64_t uuid7_ms (const cm_uuid_t *id)
+{
+    uint64_t ms = 0;
+    for (int i = 0; i < 6; i++) ms = ms << 8 | id->b[i];
+    return ms;
+}
+
+//  Drop a few usage_applied entries whose id is older than
+//  STORE_USAGE_ID_KEEP_MS.  Keys start with the id, a UUIDv7, so the oldest
+//  come first and each add prunes at most STORE_USAGE_ID_PRUNE of them: the
+//  database stays about one retention window's worth of adds.
+static int prune_applied (op_ctx_t *ctx, uint64_t now_ms)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_USAGE_APPLIED], &cur);
+    if (rc) return store_mdb_err (rc);
+    MDB_val k, v;
+    int n = 0;
+    rc = mdb_cursor_get (cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && n < STORE_USAGE_ID_PRUNE && k.mv_size >= 16 &&
+           uuid7_ms (k.mv_data) + STORE_USAGE_ID_KEEP_MS < now_ms) {
+        if ((rc = mdb_cursor_del (cur, 0))) break;
+        n++;
+        rc = mdb_cursor_get (cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close (cur);
+    if (rc == 0 || rc == MDB_NOTFOUND) return 0;
+    return poison (ctx, rc);
+}
+
+/*  An add with an id is applied once per row: the id ‖ row key goes into
+    usage_applied in this same transaction as the counters, and an add
+    whose id ‖ row is there already is acknowledged without counting.  A
+    peer that resends (the session service resends every unanswered store
+    call) therefore counts once, across store restarts too.  */
 static int op_usage_add (op_ctx_t *ctx)
 {
     const proto_usage_add_t *req = ctx->req->body;
@@ -702,7 +739,24 @@ static int op_usage_add (op_ctx_t *ctx)
         snprintf (ctx->err, sizeof ctx->err, "tenant too long or day not YYYYMMDD");
         return CM_E_INVALID;
     }
-    MDB_val k = {klen, key}, v;
+    bool once = !cm_uuid_is_nil (&req->id);
+    uint8_t akey[16 + sizeof key];
+    MDB_val ak = {16 + klen, akey}, v;
+    if (once) {
+        uint64_t now = (uint64_t)cm_time_ms ();
+        if ((req->id.b[6] >> 4) != 7 || uuid7_ms (&req->id) > now + 86400000ull) {
+            snprintf (ctx->err, sizeof ctx->err,
+                      "usage id must be a UUIDv7 not more than a day ahead of the "
+                      "store's clock");
+            return CM_E_INVALID;
+        }
+        memcpy (akey, req->id.b, 16);
+        memcpy (akey + 16, key, klen);
+        int rc = mdb_get (ctx->txn, ctx->self->dbi[STORE_DB_USAGE_APPLIED], &ak, &v);
+        if (rc == 0) return reply (ctx, PROTO_OK, NULL); //  applied before
+        if (rc != MDB_NOTFOUND) return store_mdb_err (rc);
+    }
+    MDB_val k = {klen, key};
     proto_usage_t sum = {0};
     proto_usage_rec_t row = {.tenant = req->tenant, .day = req->day, .usage = &sum};
     if (mdb_get (ctx->txn, ctx->self->dbi[STORE_DB_USAGE], &k, &v) == 0) {
@@ -720,6 +774,8 @@ static int op_usage_add (op_ctx_t *ctx)
     row.turns += req->turns;
     int rc = encode_value (ctx, &proto_rec_usage_rec, &row, &v);
     if (rc == 0) rc = put (ctx, STORE_DB_USAGE, &k, &v);
+    if (rc == 0 && once) rc = put (ctx, STORE_DB_USAGE_APPLIED, &ak, &(MDB_val){0, ""});
+    if (rc == 0 && once) rc = prune_applied (ctx, (uint64_t)cm_time_ms ());
     return rc ? rc : reply (ctx, PROTO_OK, NULL);
 }
 

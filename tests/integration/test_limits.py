@@ -14,6 +14,9 @@ the scripted model server.
            turn once the budget is spent, and a turn that passes the budget
            while it runs is stopped (policy event "budget", failed/budget);
            key usage survives a restart of corral-session.
+  usage    once: with corral-store stopped (SIGSTOP) as a turn ends, the
+           session service resends store.usage.add; the tenant's day and
+           the key's row still count the turn once.
 
 usage: test_limits.py <corral-store> <corral-session> <corral-worker> <corral-fake-model>
 """
@@ -25,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -33,6 +37,7 @@ from corral_bus import *  # noqa: F401,F403
 
 EV_TOOL_UPDATE, EV_USAGE, EV_POLICY = 207, 209, 214
 E_MEMORY_LIMIT, E_BUDGET = -29, -30
+STORE_USAGE_GET, USAGE = 31, 51
 ALLOC = ("python3 -c \"import time; print('allocating', flush=True); "
          "a = b'x' * (300 << 20); time.sleep(60)\"")
 SESSION_ARGS = ["--session-budget-tokens", "2500"]
@@ -60,6 +65,9 @@ def script():
                        [call("list_dir", path="."), usage(600, 400)],
                        [call("list_dir", path="."), usage(600, 400)],
                        [{"pause_ms": 30000}, {"text": "never seen"}, usage(600, 400)]]},
+        # 1000 tokens after a pause, while the store is stopped.
+        {"name": "slowpay", "match": "slowpay",
+         "responses": [[{"pause_ms": 1000}, t("paid"), usage(600, 400)]]},
         {"name": "default", "match": "*", "responses": [[t("hello"), usage(10, 5)]]},
     ]}
 
@@ -296,6 +304,38 @@ def main():
         cost_msg = (r"budget exceeded: this API key cost \$0\.002\d* of its \$0\.0015 "
                     r"budget; raise the key's budget or use another key")
         refused(run(d, "hello", extra=k2), cost_msg, "the cost key's next prompt")
+
+        # Usage counts once though the session service resends it: the
+        # store is stopped from before the turn ends until two resends
+        # (2 s apart) are queued behind the first add.
+        key3 = uuid.UUID(bytes=uuid.uuid4().bytes)
+        e = new_session("usage-once", tenant="t-once")["id"]
+        sp = svc.procs["store"]
+        stop = threading.Timer(0.5, sp.send_signal, (signal.SIGSTOP,))
+        cont = threading.Timer(6.0, sp.send_signal, (signal.SIGCONT,))
+        stop.start()
+        cont.start()
+        try:
+            r = run(e, "slowpay", tenant="t-once", extra={"key": key3.bytes})
+        finally:
+            stop.cancel()
+            cont.cancel()
+            sp.send_signal(signal.SIGCONT)
+        check(r[1] == PROMPT_REPLY and r[3]["stop_reason"] == "end_turn",
+              "a turn that ends while the store is stopped")
+
+        def usage_rows(tenant, frm, to):
+            r = store.call(STORE_USAGE_GET, {"tenant": tenant, "from_day": frm, "to_day": to})
+            check(r[1] == USAGE, "store.usage.get %s" % tenant)
+            return r[3].get("rows", [])
+
+        today = int(time.strftime("%Y%m%d", time.gmtime()))
+        rows = usage_rows("t-once", today - 1, today)  # a turn across midnight
+        got = [(x.get("turns", 0), x["usage"].get("input_tokens", 0)) for x in rows]
+        check(got == [(1, 600)], "the tenant's day counts the turn once: %r" % got)
+        rows = usage_rows("key:%s" % key3, 0, 0)
+        got = [(x.get("turns", 0), x["usage"].get("input_tokens", 0)) for x in rows]
+        check(got == [(1, 600)], "the key's usage counts the turn once: %r" % got)
 
         # A key's usage survives a restart of corral-session (it is in the
         # store), and a session's with its record.

@@ -26,6 +26,13 @@
     answer would mean the store lost something it acknowledged or the
     writer skipped ahead; the writer asks for last_seq, fails if that is
     below an ack, and otherwise resends from there.
+
+    Mixed into the load, usage.add requests with an idempotency id (one
+    token and one turn each): a new id, or a resend of an id already sent
+    (acknowledged or not).  After every restart the day's row must hold at
+    least every acknowledged id and at most every id sent, once each; at
+    the end every id not acknowledged is resent and the row must hold
+    exactly one token per id.
 */
 #include <inttypes.h>
 #include <signal.h>
@@ -46,12 +53,16 @@
 #define STALL_MS    10000 //  no reply this long with requests in flight: fail
 #define CALL_MS     10000 //  bound on one verification request
 #define PAGE        2000  //  events per range page when verifying
+#define USAGE_MAX   4096  //  distinct usage.add ids at most
+#define USAGE_DAY   20260101
 
 typedef struct {
     uint64_t corr;
     int s;
     uint64_t first, last;
     bool probe; //  an events.range asking for last_seq after a gap
+    bool usage; //  a usage.add of id u
+    uint32_t u;
 } flight_t;
 
 //  FNV-1a digests of the events of one session already checked in full,
@@ -76,6 +87,10 @@ typedef struct {
     digests_t digests[SESSIONS];
     flight_t flight[WINDOW];
     size_t nflight;
+    cm_uuid_t uid[USAGE_MAX]; //  usage.add ids sent, uid[0..nu)
+    bool uacked[USAGE_MAX];
+    uint32_t nu, nuacked;
+    uint64_t uresent;
     //  totals for the summary
     uint64_t requests, resent, gaps, verified, kills;
 } crash_t;
@@ -135,6 +150,30 @@ static void send_append (crash_t *c)
     c->next[s] = f.last + 1;
 }
 
+static void send_usage_of (crash_t *c, uint32_t u)
+{
+    proto_usage_t one = {.input_tokens = 1};
+    proto_usage_add_t req = {
+        .tenant = "crash", .day = USAGE_DAY, .usage = &one, .turns = 1, .id = c->uid[u]};
+    flight_t f = {.usage = true, .u = u};
+    IT_OK (proto_rpc_send (c->rpc, PROTO_STORE_USAGE_ADD, &req, CALL_MS, &f.corr));
+    add_flight (c, f);
+}
+
+//  A new usage id, or a resend of one already sent.
+static void send_usage (crash_t *c)
+{
+    uint32_t u;
+    if (c->nu < USAGE_MAX && (c->nu == 0 || it_rand (&c->rng) % 2)) {
+        u = c->nu++;
+        cm_uuid7 (&c->uid[u]);
+    } else {
+        u = (uint32_t)rand_range (c, 0, c->nu - 1);
+        c->uresent++;
+    }
+    send_usage_of (c, u);
+}
+
 //  Ask for a session's last_seq after a gap (events.range past the end).
 static void send_probe (crash_t *c, int s)
 {
@@ -151,6 +190,13 @@ static void on_reply (crash_t *c)
     flight_t f;
     IT_CHECK (take_flight (c, c->reply.corr, &f), "reply to an unknown corr %" PRIu64,
               c->reply.corr);
+    if (f.usage) {
+        IT_CHECK (c->reply.type == PROTO_OK, "usage.add answered with %s",
+                  proto_type_name (c->reply.type));
+        if (!c->uacked[f.u]) c->nuacked++;
+        c->uacked[f.u] = true;
+        return;
+    }
     char id[CM_UUID_STR_LEN];
     cm_uuid_fmt (&c->sid[f.s], id);
     if (f.probe) {
@@ -200,6 +246,10 @@ static void run_load (crash_t *c, int load_ms)
         if (now >= deadline) return;
         while (c->nflight < WINDOW) {
             size_t before = c->nflight;
+            if (it_rand (&c->rng) % 8 == 0) {
+                send_usage (c);
+                continue;
+            }
             send_append (c);
             if (c->nflight == before) break; //  every session resyncing
         }
@@ -286,6 +336,27 @@ static void verify_session (crash_t *c, int s)
     } while (after < last);
 }
 
+//  The usage row counts every acknowledged id and no id twice.
+static uint64_t verify_usage (crash_t *c)
+{
+    proto_usage_get_t req = {
+        .tenant = "crash", .from_day = USAGE_DAY, .to_day = USAGE_DAY};
+    IT_OK (proto_rpc_call (c->rpc, PROTO_STORE_USAGE_GET, &req, &c->reply, CALL_MS));
+    const proto_usage_reply_t *rep = proto_body (&c->reply, usage_reply);
+    uint64_t tokens = rep->rows.count ? rep->rows.items[0].usage->input_tokens : 0;
+    uint64_t turns = rep->rows.count ? rep->rows.items[0].turns : 0;
+    IT_CHECK (tokens == turns, "usage: %" PRIu64 " tokens but %" PRIu64 " turns", tokens,
+              turns);
+    IT_CHECK (tokens >= c->nuacked,
+              "usage: %" PRIu64 " counted but %" PRIu32 " ids were acknowledged", tokens,
+              c->nuacked);
+    IT_CHECK (tokens <= c->nu,
+              "usage: %" PRIu64 " counted from only %" PRIu32
+              " distinct ids: a resend counted twice",
+              tokens, c->nu);
+    return tokens;
+}
+
 /* ---------------------------------------------------------------- */
 
 static void restart (crash_t *c)
@@ -347,6 +418,7 @@ int main (int argc, char **argv)
         uint64_t verified = c.verified;
         int64_t v0 = it_now_ms ();
         for (int s = 0; s < SESSIONS; s++) verify_session (&c, s);
+        uint64_t counted = verify_usage (&c);
         uint64_t acked = 0, sent = 0;
         for (int s = 0; s < SESSIONS; s++) {
             acked += c.acked[s];
@@ -357,11 +429,27 @@ int main (int argc, char **argv)
             c.resync[s] = false;
         }
         printf ("kill %2d after %3d ms load: %zu requests lost in flight; acked %" PRIu64
-                ", sent %" PRIu64 ", verified %" PRIu64 " in %lld ms\n",
+                ", sent %" PRIu64 ", verified %" PRIu64 " in %lld ms; usage %" PRIu64
+                " of %" PRIu32 " ids (%" PRIu32 " acked)\n",
                 k + 1, load_ms, lost, acked, sent, c.verified - verified,
-                (long long)(it_now_ms () - v0));
+                (long long)(it_now_ms () - v0), counted, c.nu, c.nuacked);
         fflush (stdout);
     }
+
+    //  Every usage id not acknowledged yet, once more: then each counts
+    //  exactly once.
+    for (uint32_t u = 0; u < c.nu; u++) {
+        if (c.uacked[u]) continue;
+        send_usage_of (&c, u);
+        IT_OK (proto_rpc_recv (c.rpc, &c.reply, CALL_MS));
+        on_reply (&c);
+    }
+    IT_CHECK (c.nuacked == c.nu, "usage ids unacknowledged after resending");
+    uint64_t counted = verify_usage (&c);
+    IT_CHECK (counted == c.nu, "usage: %" PRIu64 " counted for %" PRIu32 " ids", counted,
+              c.nu);
+    printf ("usage: %" PRIu32 " ids, %" PRIu64 " resends, each counted once\n", c.nu,
+            c.uresent);
 
     //  A last clean stop.
     proto_rpc_destroy (&c.rpc);

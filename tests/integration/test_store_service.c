@@ -38,6 +38,7 @@ typedef struct {
     cm_uuid_t session;        //  the session record of step 1
     cm_uuid_t sids[SESSIONS]; //  sessions with events
     uint64_t last[SESSIONS];  //  their last seq
+    cm_uuid_t turn;           //  the usage.add id of test_usage_once
 } test_t;
 
 /* ---------------------------------------------------------------- */
@@ -393,6 +394,48 @@ static void test_unknown_type (test_t *t)
     step ("a non-store message type gets CM_E_UNKNOWN_TYPE");
 }
 
+#define USAGE_DAY 20260101
+
+static void usage_add (test_t *t, const cm_uuid_t *id, uint64_t in)
+{
+    proto_usage_t u = {.input_tokens = in, .model_calls = 1};
+    proto_usage_add_t add = {.tenant = "acme", .day = USAGE_DAY, .usage = &u, .turns = 1};
+    if (id) add.id = *id;
+    IT_OK (proto_rpc_call (t->rpc, PROTO_STORE_USAGE_ADD, &add, &t->reply, CALL_MS));
+    IT_CHECK (t->reply.type == PROTO_OK, "usage.add answered with %s",
+              proto_type_name (t->reply.type));
+}
+
+static void check_usage (test_t *t, uint64_t in, uint64_t turns, const char *what)
+{
+    proto_usage_get_t get = {
+        .tenant = "acme", .from_day = USAGE_DAY, .to_day = USAGE_DAY};
+    IT_OK (proto_rpc_call (t->rpc, PROTO_STORE_USAGE_GET, &get, &t->reply, CALL_MS));
+    const proto_usage_reply_t *rep = proto_body (&t->reply, usage_reply);
+    IT_CHECK (rep && rep->rows.count == 1, "%s: %zu usage rows", what,
+              rep ? rep->rows.count : 0);
+    IT_CHECK (rep->rows.items[0].usage->input_tokens == in &&
+                  rep->rows.items[0].turns == turns,
+              "%s: %llu tokens in %llu turns, expected %llu in %llu", what,
+              (unsigned long long)rep->rows.items[0].usage->input_tokens,
+              (unsigned long long)rep->rows.items[0].turns, (unsigned long long)in,
+              (unsigned long long)turns);
+}
+
+//  usage.add with an id counts once however often it is resent; without
+//  an id every add counts.
+static void test_usage_once (test_t *t)
+{
+    cm_uuid7 (&t->turn);
+    usage_add (t, &t->turn, 100);
+    usage_add (t, &t->turn, 100);
+    check_usage (t, 100, 1, "same id twice");
+    usage_add (t, NULL, 1);
+    usage_add (t, NULL, 1);
+    check_usage (t, 102, 3, "two adds without an id");
+    step ("usage.add with an id counts once; without an id, each time");
+}
+
 static void test_backup (test_t *t, const char *binary)
 {
     char path[IT_PATH_MAX];
@@ -467,7 +510,9 @@ static void test_sigterm_restart (test_t *t)
     IT_CHECK (last == t->last[3] + 2, "append after restart: last_seq");
     t->last[3] = last;
     check_range (t, &t->sids[3], t->last[3], 0);
-    step ("restart on the same dir: same epoch, sessions and events intact");
+    usage_add (t, &t->turn, 100); //  a resend across the restart
+    check_usage (t, 102, 3, "usage.add resent after a restart");
+    step ("restart on the same dir: same epoch, sessions, events and usage ids intact");
 
     proto_rpc_destroy (&t->rpc);
     it_store_signal (t->store, SIGTERM);
@@ -532,6 +577,7 @@ int main (int argc, char **argv)
     test_gap (&t);
     test_hostile_frames (&t);
     test_unknown_type (&t);
+    test_usage_once (&t);
     test_backup (&t, argv[1]);
     test_sigterm_restart (&t);
     test_damaged (argv[1]);

@@ -416,6 +416,58 @@ static void test_newer_schema_refused (void **state)
     free (dir);
 }
 
+//  A schema 1 store (no usage_applied database) opens read-only as it is
+//  (a backup of it works), and read-write it is migrated to this schema.
+static void test_schema1_migrated (void **state)
+{
+    (void)state;
+    char *dir = new_dir ();
+    char err[512];
+    store_t *st = open_at (dir, false, err, sizeof err);
+    assert_non_null (st);
+    store_close (&st);
+    //  Make it what a schema 1 build left behind.
+    char path[256];
+    snprintf (path, sizeof path, "%s/store", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal (mdb_env_create (&env), 0);
+    assert_int_equal (mdb_env_set_maxdbs (env, 16), 0);
+    assert_int_equal (mdb_env_open (env, path, 0, 0600), 0);
+    assert_int_equal (mdb_txn_begin (env, NULL, 0, &txn), 0);
+    assert_int_equal (mdb_dbi_open (txn, "usage_applied", 0, &dbi), 0);
+    assert_int_equal (mdb_drop (txn, dbi, 1), 0);
+    assert_int_equal (mdb_txn_commit (txn), 0);
+    mdb_env_close (env);
+    set_schema (dir, "1");
+
+    st = open_at (dir, true, err, sizeof err);
+    if (!st) fail_msg ("read-only open of schema 1: %s", err);
+    assert_int_equal (mdb_txn_begin (st->env, NULL, MDB_RDONLY, &txn), 0);
+    proto_store_stats_t stats = {0};
+    proto_db_stat_t dbs[STORE_DB_COUNT];
+    assert_int_equal (store_stats (st, txn, &stats, dbs), 0);
+    assert_int_equal (dbs[STORE_DB_USAGE_APPLIED].entries, 0);
+    mdb_txn_abort (txn);
+    store_close (&st);
+
+    st = open_at (dir, false, err, sizeof err);
+    if (!st) fail_msg ("migrate: %s", err);
+    assert_int_equal (mdb_txn_begin (st->env, NULL, MDB_RDONLY, &txn), 0);
+    char ver[16];
+    MDB_val k = {6, "schema"}, v;
+    assert_int_equal (mdb_get (txn, st->dbi[STORE_DB_META], &k, &v), 0);
+    snprintf (ver, sizeof ver, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+    assert_int_equal (atoi (ver), STORE_SCHEMA_VERSION);
+    MDB_stat ms;
+    assert_int_equal (mdb_stat (txn, st->dbi[STORE_DB_USAGE_APPLIED], &ms), 0);
+    mdb_txn_abort (txn);
+    store_close (&st);
+    fx_rm_rf (dir);
+    free (dir);
+}
+
 static void test_garbage_file_refused (void **state)
 {
     char *dir = new_dir ();
@@ -469,6 +521,7 @@ int main (void)
         cmocka_unit_test (test_map_full_keeps_serving),
         cmocka_unit_test (test_reopen_keeps_data_and_epoch),
         cmocka_unit_test (test_newer_schema_refused),
+        cmocka_unit_test (test_schema1_migrated),
         cmocka_unit_test (test_garbage_file_refused),
         cmocka_unit_test (test_read_only_missing_store),
     };

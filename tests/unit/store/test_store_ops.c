@@ -18,6 +18,7 @@
 #include <msgpack.h>
 
 #include "cm_log.h"
+#include "cm_time.h"
 #include "store_fixture.h"
 
 /* ---------------------------------------------------------------- */
@@ -1080,6 +1081,112 @@ static void test_usage_add_get (void **state)
     assert_int_equal (fx_call_err (fx, PROTO_STORE_USAGE_ADD, &bad, NULL), CM_E_INVALID);
 }
 
+static uint64_t usage_in (fx_t *fx, const char *tenant, uint64_t day)
+{
+    proto_usage_reply_t *rep = get_usage (fx, tenant, day, day);
+    return rep->rows.count ? rep->rows.items[0].usage->input_tokens : 0;
+}
+
+static void add_once (fx_t *fx, const char *tenant, uint64_t day, const cm_uuid_t *id,
+                      uint64_t in)
+{
+    proto_usage_t u = {.input_tokens = in, .model_calls = 1};
+    proto_usage_add_t req = {
+        .tenant = tenant, .day = day, .usage = &u, .turns = 1, .id = *id};
+    fx_call (fx, PROTO_STORE_USAGE_ADD, &req, PROTO_OK);
+}
+
+//  A UUIDv7 whose time is now + offset_ms.
+static cm_uuid_t uuid7_at (int64_t offset_ms)
+{
+    cm_uuid_t id;
+    cm_uuid7 (&id);
+    uint64_t ms = (uint64_t)(cm_time_ms () + offset_ms);
+    for (int i = 5; i >= 0; i--, ms >>= 8) id.b[i] = (uint8_t)ms;
+    return id;
+}
+
+//  An add with an id counts once per row however often it is sent - in
+//  separate batches, in one batch, and after the store reopens; the same
+//  id feeds another row (the key's day 0) independently.
+static void test_usage_add_once (void **state)
+{
+    fx_t *fx = *state;
+    cm_uuid_t turn;
+    cm_uuid7 (&turn);
+    add_once (fx, "t1", 20250101, &turn, 10);
+    add_once (fx, "t1", 20250101, &turn, 10); //  a resend
+    assert_int_equal (usage_in (fx, "t1", 20250101), 10);
+    add_once (fx, "key:k", 0, &turn, 10); //  same turn, the key's counter
+    add_once (fx, "key:k", 0, &turn, 10);
+    assert_int_equal (usage_in (fx, "key:k", 0), 10);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_USAGE_APPLIED), 2);
+
+    //  A resend in the same batch as the first send.
+    cm_uuid_t t2;
+    cm_uuid7 (&t2);
+    proto_usage_t u = {.input_tokens = 5};
+    proto_usage_add_t req = {
+        .tenant = "t1", .day = 20250101, .usage = &u, .turns = 1, .id = t2};
+    fx_add (fx, PROTO_STORE_USAGE_ADD, &req);
+    fx_add (fx, PROTO_STORE_USAGE_ADD, &req);
+    fx_run (fx);
+    assert_int_equal (fx_reply (fx, 0)->type, PROTO_OK);
+    assert_int_equal (fx_reply (fx, 1)->type, PROTO_OK);
+    assert_int_equal (usage_in (fx, "t1", 20250101), 15);
+
+    //  Across a store restart.
+    fx_reopen (fx);
+    add_once (fx, "t1", 20250101, &turn, 10);
+    add_once (fx, "t1", 20250101, &t2, 5);
+    assert_int_equal (usage_in (fx, "t1", 20250101), 15);
+    proto_usage_reply_t *rep = get_usage (fx, "t1", 20250101, 20250101);
+    assert_int_equal (rep->rows.items[0].turns, 2);
+
+    //  Without an id every add counts, as before.
+    add_usage (fx, "t1", 20250101, 1, 0);
+    add_usage (fx, "t1", 20250101, 1, 0);
+    assert_int_equal (usage_in (fx, "t1", 20250101), 17);
+
+    //  An id that is not a UUIDv7, or from the far future, is refused and
+    //  counts nothing.
+    cm_uuid_t v4 = turn;
+    v4.b[6] = (uint8_t)(0x40 | (v4.b[6] & 0x0f));
+    req.id = v4;
+    const char *msg = NULL;
+    assert_int_equal (fx_call_err (fx, PROTO_STORE_USAGE_ADD, &req, &msg), CM_E_INVALID);
+    assert_non_null (strstr (msg, "UUIDv7"));
+    req.id = uuid7_at (3 * 86400000ll);
+    assert_int_equal (fx_call_err (fx, PROTO_STORE_USAGE_ADD, &req, NULL), CM_E_INVALID);
+    assert_int_equal (usage_in (fx, "t1", 20250101), 17);
+}
+
+//  Ids older than the retention are pruned from the front by later adds,
+//  at most STORE_USAGE_ID_PRUNE per add; recent ones stay.
+static void test_usage_ids_pruned (void **state)
+{
+    fx_t *fx = *state;
+    int64_t old = -(int64_t)STORE_USAGE_ID_KEEP_MS - 3600000;
+    for (int i = 0; i < STORE_USAGE_ID_PRUNE + 2; i++) {
+        cm_uuid_t id = uuid7_at (old + i);
+        proto_usage_t u = {.input_tokens = 1};
+        proto_usage_add_t req = {.tenant = "t", .day = 20250101, .usage = &u, .id = id};
+        fx_call (fx, PROTO_STORE_USAGE_ADD, &req, PROTO_OK);
+    }
+    //  Each of those adds pruned the old ones before it (and itself).
+    assert_int_equal (fx_db_entries (fx, STORE_DB_USAGE_APPLIED), 0);
+    assert_int_equal (usage_in (fx, "t", 20250101), STORE_USAGE_ID_PRUNE + 2);
+
+    cm_uuid_t recent;
+    cm_uuid7 (&recent);
+    add_once (fx, "t", 20250102, &recent, 1);
+    cm_uuid_t week = uuid7_at (-(int64_t)STORE_USAGE_ID_KEEP_MS + 3600000);
+    add_once (fx, "t", 20250102, &week, 1);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_USAGE_APPLIED), 2);
+    add_once (fx, "t", 20250102, &week, 1); //  still remembered
+    assert_int_equal (usage_in (fx, "t", 20250102), 2);
+}
+
 /* ---------------------------------------------------------------- */
 /*  Stats                                                            */
 
@@ -1210,6 +1317,8 @@ int main (void)
         T (test_template_crud),
         T (test_key_crud),
         T (test_usage_add_get),
+        T (test_usage_add_once),
+        T (test_usage_ids_pruned),
         T (test_stats_counters),
         T (test_malformed_requests),
     };
