@@ -127,6 +127,9 @@ def prompt(stack, key, sid, text):
     return json.loads(body)
 
 
+SERVICES = ("store", "session", "worker", "gateway", "monitor")
+
+
 def t_metrics(stack, key):
     with open(os.path.join(stack.workspace, "notes.txt"), "w") as f:
         f.write("some notes\n")
@@ -137,17 +140,60 @@ def t_metrics(stack, key):
     check(prompt(stack, key, sid, "hi")["stopReason"] == "end_turn", "a plain turn")
     check(prompt(stack, key, sid, "read my notes")["stopReason"] == "end_turn",
           "a turn with a tool call")
-    # Wait for a heartbeat from everyone after the turns (once a second
-    # each; a busy machine may take longer), then check the whole scrape.
-    deadline = time.time() + 20
+    # Every figure below comes from some service's heartbeat (once a second
+    # each; a busy machine may take longer): scrape until all of them hold
+    # or the deadline passes, then report each one.
+    def expectations(s):
+        return [
+            (all(value(s, "corral_process_resident_memory_bytes", service=svc) > 1e5
+                 for svc in SERVICES), "RSS of every process"),
+            (all(value(s, "corral_up", service=svc) >= 1 for svc in SERVICES),
+             "every service is up"),
+            (all(has(s, "corral_process_cpu_seconds_total", service=svc)
+                 and has(s, "corral_process_open_fds", service=svc) for svc in SERVICES),
+             "process stats of every service"),
+            (value(s, "corral_ready") == 1, "corral_ready 1"),
+            (has(s, "corral_connections", service="gateway", kind="http")
+             and has(s, "corral_connections", service="gateway", kind="ws"),
+             "gateway connections by kind"),
+            (value(s, "corral_client_requests_total", service="gateway") >= 3,
+             "client requests"),
+            (value(s, "corral_sessions", service="session", state="idle") >= 1,
+             "sessions by state: idle"),
+            (value(s, "corral_turns_started_total") >= 2, "turns started"),
+            (value(s, "corral_turns_finished_total", stop_reason="end_turn") >= 2,
+             "turns finished by stop reason"),
+            (value(s, "corral_events_total") >= 10, "events persisted and published"),
+            (value(s, "corral_session_workers_connected") == 1, "one worker connected"),
+            (value(s, "corral_store_commit_seconds_count") >= 5
+             and value(s, "corral_store_commit_seconds_bucket", le="+Inf")
+             == value(s, "corral_store_commit_seconds_count"),
+             "store commit latency histogram"),
+            (value(s, "corral_store_commits_total") >= 5, "store commits"),
+            (has(s, "corral_store_entries", db="events"), "store entries by database"),
+            (has(s, "corral_queue_depth", queue="session_events_unacked")
+             and has(s, "corral_queue_depth", queue="gateway_client_frames")
+             and has(s, "corral_queue_depth", queue="worker_outbox"), "queue depths"),
+            (value(s, "corral_model_call_seconds_count", model="corral-fake") >= 3,
+             "model call latency by model"),
+            (value(s, "corral_model_first_token_seconds_count", model="corral-fake") >= 3,
+             "model first-output latency by model"),
+            (value(s, "corral_model_calls_total", model="corral-fake", outcome="ok") >= 3,
+             "model calls by outcome"),
+            (value(s, "corral_model_tokens_total", model="corral-fake", kind="output") > 0
+             and value(s, "corral_model_tokens_total", model="corral-fake", kind="input") > 0,
+             "tokens by model"),
+            (value(s, "corral_tool_seconds_count", tool="read_file") == 1, "tool duration"),
+            (value(s, "corral_worker_capacity") >= 1 and has(s, "corral_worker_turns_running"),
+             "worker capacity and turns running"),
+            (value(s, "corral_monitor_heartbeats_total") >= 10, "heartbeats counted"),
+        ]
+
+    deadline = time.time() + 30
     while True:
         text = metrics(stack)
         s = samples(text)
-        if ((has(s, "corral_tool_seconds_count", tool="read_file")
-             and value(s, "corral_tool_seconds_count", tool="read_file") >= 1
-             and has(s, "corral_turns_finished_total", stop_reason="end_turn")
-             and value(s, "corral_turns_finished_total", stop_reason="end_turn") >= 2)
-                or time.time() > deadline):
+        if all(ok for ok, _ in expectations(s)) or time.time() > deadline:
             break
         time.sleep(0.3)
 
@@ -155,48 +201,10 @@ def t_metrics(stack, key):
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     check(len(types) == len(set(types)), "no family appears twice: %r"
           % sorted(t for t in types if types.count(t) > 1))
-    for svc in ("store", "session", "worker", "gateway", "monitor"):
-        check(value(s, "corral_process_resident_memory_bytes", service=svc) > 1e5,
-              "RSS of %s" % svc)
-        check(value(s, "corral_up", service=svc) >= 1, "%s is up" % svc)
-        check(has(s, "corral_process_cpu_seconds_total", service=svc)
-              and has(s, "corral_process_open_fds", service=svc), "process stats of %s" % svc)
-    check(value(s, "corral_ready") == 1, "corral_ready 1")
-    check(has(s, "corral_connections", service="gateway", kind="http")
-          and has(s, "corral_connections", service="gateway", kind="ws"),
-          "gateway connections by kind")
-    check(value(s, "corral_client_requests_total", service="gateway") >= 3,
-          "client requests")
-    check(value(s, "corral_sessions", service="session", state="idle") >= 1,
-          "sessions by state: idle")
-    check(value(s, "corral_turns_started_total") >= 2, "turns started")
-    check(value(s, "corral_turns_finished_total", stop_reason="end_turn") >= 2,
-          "turns finished by stop reason")
-    check(value(s, "corral_events_total") >= 10, "events persisted and published")
-    check(value(s, "corral_session_workers_connected") == 1, "one worker connected")
-    check(value(s, "corral_store_commit_seconds_count") >= 5
-          and value(s, "corral_store_commit_seconds_bucket", le="+Inf")
-          == value(s, "corral_store_commit_seconds_count"), "store commit latency histogram")
-    check(value(s, "corral_store_commits_total") >= 5, "store commits")
-    check(has(s, "corral_store_entries", db="events"), "store entries by database")
-    check(has(s, "corral_queue_depth", queue="session_events_unacked")
-          and has(s, "corral_queue_depth", queue="gateway_client_frames")
-          and has(s, "corral_queue_depth", queue="worker_outbox"), "queue depths")
-    check(value(s, "corral_model_call_seconds_count", model="corral-fake") >= 3,
-          "model call latency by model")
-    check(value(s, "corral_model_first_token_seconds_count", model="corral-fake") >= 3,
-          "model first-output latency by model")
-    check(value(s, "corral_model_calls_total", model="corral-fake", outcome="ok") >= 3,
-          "model calls by outcome")
-    check(value(s, "corral_model_tokens_total", model="corral-fake", kind="output") > 0
-          and value(s, "corral_model_tokens_total", model="corral-fake", kind="input") > 0,
-          "tokens by model")
-    check(value(s, "corral_tool_seconds_count", tool="read_file") == 1, "tool duration")
-    check(value(s, "corral_worker_capacity") >= 1 and has(s, "corral_worker_turns_running"),
-          "worker capacity and turns running")
+    for ok, what in expectations(s):
+        check(ok, what)
     check(value(s, "corral_gateway_monitor_up") == 1, "the monitor answered the scrape")
     check(value(s, "corral_gateway_requests_total") >= 2, "the gateway's own metrics")
-    check(value(s, "corral_monitor_heartbeats_total") >= 10, "heartbeats counted")
     promtool(text, "the whole system")
 
 
