@@ -264,6 +264,9 @@ struct gw_key {
 /* ---- the server ---------------------------------------------------- */
 
 typedef void (*gw_call_cb) (gw_server_t *self, void *arg, int rc, proto_msg_t *reply);
+//  Frees a call's arg when the call is never answered (the gateway stops
+//  with it in flight); NULL when arg owns nothing (NULL, or borrowed).
+typedef void (*gw_call_drop_fn) (void *arg);
 
 typedef struct {
     uint64_t requests, responses, errors, notifications;
@@ -338,15 +341,16 @@ void gw_bus_drain (gw_server_t *self);
 void gw_bus_kick (gw_server_t *self);
 //  Send a request; cb runs once with the reply, or with CM_E_TIMEOUT /
 //  CM_E_UNAVAILABLE.  timeout_ms 0 = wait forever (prompts).  An error
-//  reply arrives as rc = its code with the reply decoded.
+//  reply arrives as rc = its code with the reply decoded.  drop frees arg if
+//  cb never runs (calls still in flight at gw_bus_close), or is NULL.
 int gw_call_session (gw_server_t *self, proto_type_t type, const void *body,
-                     int64_t timeout_ms, gw_call_cb cb, void *arg);
+                     int64_t timeout_ms, gw_call_cb cb, void *arg, gw_call_drop_fn drop);
 int gw_call_store (gw_server_t *self, proto_type_t type, const void *body, gw_call_cb cb,
-                   void *arg);
+                   void *arg, gw_call_drop_fn drop);
 //  The same to corral-monitor: sent once (retried while no connection),
 //  CM_E_UNAVAILABLE after timeout_ms.
 int gw_call_monitor (gw_server_t *self, proto_type_t type, const void *body,
-                     int64_t timeout_ms, gw_call_cb cb, void *arg);
+                     int64_t timeout_ms, gw_call_cb cb, void *arg, gw_call_drop_fn drop);
 void gw_bus_tick (gw_server_t *self, int64_t now);
 gw_sub_t *gw_sub_get (gw_server_t *self, const cm_uuid_t *id);
 void gw_sub_release (gw_server_t *self, gw_sub_t *sub);

@@ -95,6 +95,11 @@ void gw_acp_ctx_free (ctx_t *c)
     free (c);
 }
 
+void gw_acp_ctx_drop (void *c)
+{
+    gw_acp_ctx_free (c);
+}
+
 //  The connection a continuation answers, or NULL (gone: c is freed).
 gw_conn_t *gw_acp_ctx_conn (gw_server_t *self, ctx_t *c)
 {
@@ -274,9 +279,8 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     size_t i = 0;
     while (i < S_METHODS && strcmp (s_methods[i].method, msg->method) != 0) i++;
     if (i == S_METHODS) {
-        static const char msg_text[] =
-            "method not found: see docs/protocol.md for "
-            "the methods this server serves";
+        static const char msg_text[] = "method not found: see docs/protocol.md for "
+                                       "the methods this server serves";
         if (conn->kind == GW_CONN_WS) {
             //  JSON-RPC's own -32601 (the cm table has no such row): data
             //  names the method only when it looks like one.

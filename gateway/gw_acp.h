@@ -33,6 +33,8 @@ typedef struct gw_acp_ctx {
 //  before the answer) and JSON-RPC id to answer.  NULL when out of memory.
 ctx_t *gw_acp_ctx_new (gw_conn_t *conn, json_t *id);
 void gw_acp_ctx_free (ctx_t *c);
+//  gw_acp_ctx_free for a bus call's drop (gw_call_drop_fn).
+void gw_acp_ctx_drop (void *c);
 //  The connection a continuation answers, or NULL (gone or closing; c is
 //  then freed).
 gw_conn_t *gw_acp_ctx_conn (gw_server_t *self, ctx_t *c);

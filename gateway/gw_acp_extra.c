@@ -48,7 +48,8 @@ static void on_history_allowed (gw_server_t *self, void *arg, int rc, proto_msg_
     if (!gw_acp_ctx_session (self, c, rc, reply, &conn)) return;
     proto_events_range_t req = {
         .session = c->session, .after_seq = c->after, .limit = (uint64_t)c->kind};
-    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_history, c)) {
+    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_history, c,
+                       gw_acp_ctx_drop)) {
         gw_send_error (self, conn, c->id, CM_E_INTERNAL, NULL);
         gw_acp_ctx_free (c);
     }
@@ -79,7 +80,7 @@ void gw_acp_history (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     c->kind = limit ? (int)json_integer_value (limit) : 100;
     proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = c->session};
     if (gw_call_session (self, PROTO_SESSION_LOAD, &req, GW_CALL_TIMEOUT_MS,
-                         on_history_allowed, c)) {
+                         on_history_allowed, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }
@@ -152,7 +153,8 @@ void gw_acp_usage (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
         return;
     }
     ctx_t *c = gw_acp_ctx_new (conn, msg->id);
-    if (!c || gw_call_store (self, PROTO_STORE_USAGE_GET, &req, on_usage, c)) {
+    if (!c ||
+        gw_call_store (self, PROTO_STORE_USAGE_GET, &req, on_usage, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }

@@ -107,7 +107,7 @@ static void send_prompt (gw_server_t *self, gw_conn_t *conn, ctx_t *c)
         req.key_budget_micros = conn->key->budget_micros;
     }
     if (gw_call_session (self, PROTO_SESSION_PROMPT, &req, GW_PROMPT_TIMEOUT_MS,
-                         on_prompted, c)) {
+                         on_prompted, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, wait->id, CM_E_INTERNAL, NULL);
     }
@@ -197,7 +197,7 @@ void gw_acp_prompt (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     proto_attach_req_t req = {
         .tenant = gw_acp_tenant (conn), .id = c->session, .conn = conn_text};
     if (gw_call_session (self, PROTO_SESSION_ATTACH, &req, GW_CALL_TIMEOUT_MS,
-                         on_prompt_attached, c)) {
+                         on_prompt_attached, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }
@@ -220,7 +220,7 @@ void gw_acp_cancel_request (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *ms
     gw_send_error (self, conn, wait->id, CM_E_CANCELLED, NULL);
     if (wait->kind == GW_WAIT_PROMPT) {
         proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = w->sub->id};
-        gw_call_session (self, PROTO_SESSION_CANCEL, &req, GW_CALL_TIMEOUT_MS, NULL,
+        gw_call_session (self, PROTO_SESSION_CANCEL, &req, GW_CALL_TIMEOUT_MS, NULL, NULL,
                          NULL);
         gw_wait_free (wait);
     } else {

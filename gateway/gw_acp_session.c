@@ -60,8 +60,8 @@ void gw_acp_new (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
                                .model = gw_acp_param_str (meta, "model"),
                                .mode = gw_acp_param_str (meta, "mode")};
     ctx_t *c = gw_acp_ctx_new (conn, msg->id);
-    if (!c ||
-        gw_call_session (self, PROTO_SESSION_NEW, &req, GW_CALL_TIMEOUT_MS, on_new, c)) {
+    if (!c || gw_call_session (self, PROTO_SESSION_NEW, &req, GW_CALL_TIMEOUT_MS, on_new,
+                               c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }
@@ -177,7 +177,8 @@ static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
         c->session = rec->id;
         c->perm_seq = gw_acp_reply_perm_seq (reply);
         proto_events_range_t req = {.session = rec->id, .after_seq = head, .limit = 1};
-        if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_store_head, c)) {
+        if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_store_head, c,
+                           gw_acp_ctx_drop)) {
             gw_send_error (self, conn, c->id, CM_E_INTERNAL, NULL);
             gw_acp_ctx_free (c);
         }
@@ -237,10 +238,11 @@ static void attach_common (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg
     proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = c->session};
     proto_attach_req_t areq = {
         .tenant = gw_acp_tenant (conn), .id = c->session, .conn = conn_text};
-    int rc = kind == K_RESUME ? gw_call_session (self, PROTO_SESSION_RESUME, &req,
-                                                 GW_CALL_TIMEOUT_MS, on_attached, c)
-                              : gw_call_session (self, PROTO_SESSION_ATTACH, &areq,
-                                                 GW_CALL_TIMEOUT_MS, on_attached, c);
+    int rc = kind == K_RESUME
+                 ? gw_call_session (self, PROTO_SESSION_RESUME, &req, GW_CALL_TIMEOUT_MS,
+                                    on_attached, c, gw_acp_ctx_drop)
+                 : gw_call_session (self, PROTO_SESSION_ATTACH, &areq, GW_CALL_TIMEOUT_MS,
+                                    on_attached, c, gw_acp_ctx_drop);
     if (rc) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
@@ -274,7 +276,7 @@ void gw_acp_detach (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
         snprintf (conn_text, sizeof conn_text, "%llu", (unsigned long long)conn->id);
         proto_attach_req_t req = {
             .tenant = gw_acp_tenant (conn), .id = id, .conn = conn_text};
-        gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL,
+        gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL, NULL,
                          NULL);
     }
     json_t *r = json_object ();
@@ -332,7 +334,7 @@ void gw_acp_list (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     const char *cwd = gw_acp_param_str (msg->params, "cwd");
     if (c && cwd) c->text = strdup (cwd);
     if (!c || gw_call_session (self, PROTO_SESSION_LIST, &req, GW_CALL_TIMEOUT_MS,
-                               on_list, c)) {
+                               on_list, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }
@@ -363,7 +365,8 @@ static void simple_call (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg, 
                                .option = option,
                                .value = value};
     const void *body = option ? (const void *)&set : (const void *)&req;
-    if (gw_call_session (self, type, body, GW_CALL_TIMEOUT_MS, on_simple, c)) {
+    if (gw_call_session (self, type, body, GW_CALL_TIMEOUT_MS, on_simple, c,
+                         gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }
@@ -403,7 +406,7 @@ static void on_simple (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
         //  The answer lists every option with its current value.
         proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = c->session};
         if (gw_call_session (self, PROTO_SESSION_LOAD, &req, GW_CALL_TIMEOUT_MS,
-                             on_config_loaded, c) == 0)
+                             on_config_loaded, c, gw_acp_ctx_drop) == 0)
             return;
         gw_send_error (self, conn, c->id, CM_E_INTERNAL, NULL);
         gw_acp_ctx_free (c);

@@ -41,8 +41,9 @@ typedef struct {
     proto_type_t type;
     gw_call_cb cb;
     void *arg;
-    int64_t deadline;  //  give up (0 = never)
-    int64_t resend_at; //  store calls: send again
+    gw_call_drop_fn drop; //  frees arg if cb never runs
+    int64_t deadline;     //  give up (0 = never)
+    int64_t resend_at;    //  store calls: send again
     size_t size;
     char data[];
 } call_t;
@@ -132,7 +133,15 @@ void gw_bus_close (gw_server_t *self)
     if (self->calls) {
         size_t pos = 0;
         void *value;
-        while (cm_map_next (self->calls, &pos, NULL, &value)) free (value);
+        //  Calls still in flight: their continuations never run, so their
+        //  arguments are freed here, each by its own drop (NULL for an
+        //  argument the call does not own).  Connections are gone by now;
+        //  no drop touches one.
+        while (cm_map_next (self->calls, &pos, NULL, &value)) {
+            call_t *c = value;
+            if (c->drop && c->arg) c->drop (c->arg);
+            free (c);
+        }
         cm_map_destroy (&self->calls);
     }
     cm_zmq_unwatch (self->sub, &s_sub_monitor);
@@ -163,7 +172,7 @@ static void send_call (gw_server_t *self, call_t *call)
 }
 
 static int call (gw_server_t *self, target_t to, proto_type_t type, const void *body,
-                 int64_t timeout_ms, gw_call_cb cb, void *arg)
+                 int64_t timeout_ms, gw_call_cb cb, void *arg, gw_call_drop_fn drop)
 {
     proto_buf_t buf;
     proto_buf_init (&buf);
@@ -185,6 +194,7 @@ static int call (gw_server_t *self, target_t to, proto_type_t type, const void *
                   .type = type,
                   .cb = cb,
                   .arg = arg,
+                  .drop = drop,
                   .deadline = timeout_ms ? cm_mono_ms () + timeout_ms : 0,
                   .size = buf.size};
     memcpy (c->data, buf.data, buf.size);
@@ -198,21 +208,21 @@ static int call (gw_server_t *self, target_t to, proto_type_t type, const void *
 }
 
 int gw_call_session (gw_server_t *self, proto_type_t type, const void *body,
-                     int64_t timeout_ms, gw_call_cb cb, void *arg)
+                     int64_t timeout_ms, gw_call_cb cb, void *arg, gw_call_drop_fn drop)
 {
-    return call (self, TO_SESSION, type, body, timeout_ms, cb, arg);
+    return call (self, TO_SESSION, type, body, timeout_ms, cb, arg, drop);
 }
 
 int gw_call_store (gw_server_t *self, proto_type_t type, const void *body, gw_call_cb cb,
-                   void *arg)
+                   void *arg, gw_call_drop_fn drop)
 {
-    return call (self, TO_STORE, type, body, GW_CALL_TIMEOUT_MS, cb, arg);
+    return call (self, TO_STORE, type, body, GW_CALL_TIMEOUT_MS, cb, arg, drop);
 }
 
 int gw_call_monitor (gw_server_t *self, proto_type_t type, const void *body,
-                     int64_t timeout_ms, gw_call_cb cb, void *arg)
+                     int64_t timeout_ms, gw_call_cb cb, void *arg, gw_call_drop_fn drop)
 {
-    return call (self, TO_MONITOR, type, body, timeout_ms, cb, arg);
+    return call (self, TO_MONITOR, type, body, timeout_ms, cb, arg, drop);
 }
 
 static void on_reply (gw_server_t *self, const void *data, size_t size)

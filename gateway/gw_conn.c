@@ -97,7 +97,7 @@ void gw_conn_free (gw_server_t *self, gw_conn_t *conn)
                                       .id = conn->watches->sub->id,
                                       .conn = conn_text};
             gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL,
-                             NULL);
+                             NULL, NULL);
         }
         gw_watch_free (self, conn->watches);
     }

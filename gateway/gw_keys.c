@@ -41,7 +41,7 @@ static void lookup (gw_server_t *self, gw_key_t *key)
     if (!hash) return;
     memcpy (hash, key->hash, 32);
     proto_key_get_t req = {.hash = {hash, 32}};
-    if (gw_call_store (self, PROTO_STORE_KEY_GET, &req, on_key, hash))
+    if (gw_call_store (self, PROTO_STORE_KEY_GET, &req, on_key, hash, free))
         free (hash);
     else
         key->refreshing = true;

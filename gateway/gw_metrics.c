@@ -157,13 +157,13 @@ void gw_health_ready (gw_server_t *self, gw_conn_t *conn)
     }
     h->probes_pending = GW_PROBE_STORE | GW_PROBE_SESSION | GW_PROBE_MONITOR;
     uint64_t *a = gw_http_box (conn), *b = gw_http_box (conn);
-    if (!a || gw_call_store (self, PROTO_STORE_STATS, NULL, on_store_probe, a)) {
+    if (!a || gw_call_store (self, PROTO_STORE_STATS, NULL, on_store_probe, a, free)) {
         free (a);
         probe_done (h, GW_PROBE_STORE, false, "store unreachable: it cannot be asked");
     }
     proto_list_req_t req = {.tenant = PROBE_TENANT, .limit = 1};
     if (!b || gw_call_session (self, PROTO_SESSION_LIST, &req, GW_HTTP_READY_MS,
-                               on_session_probe, b)) {
+                               on_session_probe, b, free)) {
         free (b);
         probe_done (h, GW_PROBE_SESSION, false,
                     "session service unreachable: it cannot be asked");
@@ -174,7 +174,7 @@ void gw_health_ready (gw_server_t *self, gw_conn_t *conn)
     else {
         uint64_t *c = gw_http_box (conn);
         if (!c || gw_call_monitor (self, PROTO_MON_HEALTH, NULL, GW_HTTP_READY_MS,
-                                   on_monitor_probe, c)) {
+                                   on_monitor_probe, c, free)) {
             free (c);
             probe_done (h, GW_PROBE_MONITOR, false, "monitor unreachable");
         }
@@ -310,7 +310,7 @@ void gw_metrics_serve (gw_server_t *self, gw_conn_t *conn)
 {
     uint64_t *box = gw_http_box (conn);
     if (!box || gw_call_monitor (self, PROTO_MON_METRICS, NULL, GW_HTTP_READY_MS,
-                                 on_monitor_metrics, box)) {
+                                 on_monitor_metrics, box, free)) {
         free (box);
         metrics_reply (self, conn, NULL);
     }

@@ -164,7 +164,7 @@ void gw_rest_get (gw_server_t *self, gw_conn_t *conn)
     proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = h->session};
     uint64_t *box = gw_http_box (conn);
     if (!box || gw_call_session (self, PROTO_SESSION_LOAD, &req, GW_CALL_TIMEOUT_MS,
-                                 on_loaded, box)) {
+                                 on_loaded, box, free)) {
         free (box);
         gw_http_reply_error (self, conn, CM_E_INTERNAL, NULL, NULL);
     }
@@ -309,7 +309,8 @@ static void on_attached (gw_server_t *self, void *arg, int rc, proto_msg_t *repl
     proto_events_range_t req = {
         .session = h->session, .after_seq = rec->last_seq, .limit = 1};
     uint64_t *box = gw_http_box (conn);
-    if (!box || gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_head, box)) {
+    if (!box ||
+        gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_head, box, free)) {
         free (box);
         gw_http_reply_error (self, conn, CM_E_INTERNAL, NULL, NULL);
     }
@@ -351,7 +352,7 @@ void gw_rest_events (gw_server_t *self, gw_conn_t *conn)
         .tenant = gw_acp_tenant (conn), .id = h->session, .conn = conn_text};
     uint64_t *box = gw_http_box (conn);
     if (!box || gw_call_session (self, PROTO_SESSION_ATTACH, &req, GW_CALL_TIMEOUT_MS,
-                                 on_attached, box)) {
+                                 on_attached, box, free)) {
         free (box);
         gw_http_reply_error (self, conn, CM_E_INTERNAL, NULL, NULL);
     }
@@ -440,7 +441,8 @@ void gw_rest_end (gw_server_t *self, gw_conn_t *conn)
     char conn_text[32];
     snprintf (conn_text, sizeof conn_text, "%llu", (unsigned long long)conn->id);
     proto_attach_req_t req = {.tenant = h->tenant, .id = h->session, .conn = conn_text};
-    gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL, NULL);
+    gw_call_session (self, PROTO_SESSION_DETACH, &req, GW_CALL_TIMEOUT_MS, NULL, NULL,
+                     NULL);
 }
 
 /* ---- POST /v1/login, /v1/logout ----------------------------------------------------------- */

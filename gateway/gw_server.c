@@ -336,7 +336,7 @@ static void on_stats (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
     proto_store_stats_t *s = rc == 0 && reply ? proto_body (reply, store_stats) : NULL;
     if (!s) {
         cm_warn ("the store did not tell its epoch yet; asking again");
-        gw_call_store (self, PROTO_STORE_STATS, NULL, on_stats, NULL);
+        gw_call_store (self, PROTO_STORE_STATS, NULL, on_stats, NULL, NULL);
         return;
     }
     snprintf (self->epoch, sizeof self->epoch, "%s", s->epoch);
@@ -466,7 +466,7 @@ int gw_server_run (gw_config_t *cfg)
         goto done;
     }
     if (gw_bus_open (self)) goto done;
-    gw_call_store (self, PROTO_STORE_STATS, NULL, on_stats, NULL);
+    gw_call_store (self, PROTO_STORE_STATS, NULL, on_stats, NULL, NULL);
     lws_sul_schedule (self->ctx, 0, &self->tick_sul, tick_cb, TICK_US);
     cm_info ("listening on %s://%s (WebSocket /acp, REST /v1)",
              cfg->tls_cert && *cfg->tls_cert ? "https" : "http", cfg->listen);

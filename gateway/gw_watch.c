@@ -381,7 +381,7 @@ static void perm_lookup (gw_server_t *self, gw_watch_t *w)
     pa->session = w->sub->id;
     pa->seq = seq;
     proto_events_range_t req = {.session = w->sub->id, .after_seq = seq - 1, .limit = 1};
-    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_perm_fetched, pa)) {
+    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_perm_fetched, pa, free)) {
         free (pa);
         return;
     }
@@ -408,7 +408,7 @@ void gw_watch_on_client_response (gw_server_t *self, gw_conn_t *conn, json_t *id
         //  A conflict (someone answered first) needs no word to this client:
         //  the resolution event withdraws the request from everyone else.
         gw_call_session (self, PROTO_PERMISSION_ANSWER, &req, GW_CALL_TIMEOUT_MS, NULL,
-                         NULL);
+                         NULL, NULL);
         json_decref (w->perm_rpc_id);
         w->perm_rpc_id = NULL;
         free (w->perm_request);
@@ -621,7 +621,7 @@ static void fetch (gw_server_t *self, gw_watch_t *w)
     fa->from = w->next;
     proto_events_range_t req = {
         .session = w->sub->id, .after_seq = w->next - 1, .limit = GW_PAGE};
-    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_fetched, fa)) {
+    if (gw_call_store (self, PROTO_STORE_EVENTS_RANGE, &req, on_fetched, fa, free)) {
         free (fa);
         return;
     }
