@@ -3,8 +3,9 @@
     Each call keeps its encoded request and a continuation under its
     correlation id.  A call not answered within SESS_STORE_TIMEOUT is sent
     again with the same corr (every store request the session service makes
-    is idempotent: appends acknowledge stored seqs, puts replace), so a
-    store restart or a lost frame costs a delay, never data.  A late answer
+    is idempotent: appends acknowledge stored seqs, puts replace, usage
+    adds carry the turn id and the store applies each id once), so a store
+    restart or a lost frame costs a delay, never data.  A late answer
     to a call already answered is dropped.
 */
 #include <stdlib.h>
