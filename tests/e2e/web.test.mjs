@@ -17,141 +17,35 @@
 //   dark theme -> close and delete a session -> sign out.
 //
 // Screenshots of the main states go to CORRAL_WEB_ARTIFACTS (web.cmake sets
-// it to <build>/tests/e2e/web-artifacts).
+// it to <build>/tests/e2e/web-artifacts).  The helpers and the first steps
+// (sign-in, new session, streamed Markdown) are in web_common.mjs, shared
+// with web_firefox.test.mjs.
 //
 // Run: python3 corral_stack.py BUILD --script web_script.json
 //        --worker-args "--prices web_prices.json" -- node web.test.mjs
 // (env CORRAL_HTTP, CORRAL_KEY, CORRAL_WORKSPACE, CORRAL_CONTROL).  Exit 0 = pass.
-import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import {
+    HTTP, WS, ART, W, watchdog, check, passed, t, shot, until, rest, control, watch,
+    turns, lastTurn, send, turnEnded, openPerm, fileText, noHorizontalScroll,
+    signIn, newSession, streamedMarkdown,
+} from "./web_common.mjs";
 
-const HTTP = process.env.CORRAL_HTTP;
-const KEY = process.env.CORRAL_KEY;
-const WS = process.env.CORRAL_WORKSPACE;
-const CONTROL = process.env.CORRAL_CONTROL;
-const ART = process.env.CORRAL_WEB_ARTIFACTS || path.resolve("web-artifacts");
 const CHROMIUM = process.env.CORRAL_CHROMIUM || "/usr/bin/chromium";
-for (const [k, v] of Object.entries({ CORRAL_HTTP: HTTP, CORRAL_KEY: KEY, CORRAL_WORKSPACE: WS, CORRAL_CONTROL: CONTROL }))
-    if (!v) { console.error(`${k} is not set; run under corral_stack.py`); process.exit(2); }
-fs.mkdirSync(ART, { recursive: true });
-
-const T0 = Date.now();
-const W = 15_000; // the longest any one condition may take to appear
-const watchdog = setTimeout(() => {
-    console.error("FAIL the web test took more than 150 s");
-    process.exit(1);
-}, 150_000);
-
-let passed = 0;
-function check(ok, name, detail) {
-    if (!ok) {
-        const d = detail === undefined ? "" : ": " + (typeof detail === "string" ? detail : JSON.stringify(detail));
-        throw new Error(`check failed: ${name}${d}`);
-    }
-    passed++;
-    console.log(`ok   ${name}`);
-}
-const t = () => `${((Date.now() - T0) / 1000).toFixed(1)} s`;
-async function shot(page, name) {
-    await page.screenshot({ path: path.join(ART, `${name}.png`) });
-}
-async function until(what, fn, ms = W) {
-    const end = Date.now() + ms;
-    let last;
-    for (;;) {
-        try {
-            last = await fn();
-            if (last) return last;
-        } catch (e) {
-            last = e.message;
-        }
-        if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-        await new Promise((r) => setTimeout(r, 50));
-    }
-}
-async function rest(p) {
-    const res = await fetch(HTTP + p, { headers: { Authorization: `Bearer ${KEY}` } });
-    return { status: res.status, text: await res.text() };
-}
-async function control(action) {
-    const res = await fetch(`${CONTROL}/gateway/${action}`, { method: "POST" });
-    if (res.status !== 204) throw new Error(`fixture: gateway ${action}: ${res.status} ${await res.text()}`);
-}
+const dog = watchdog(150, "web");
 
 // --no-sandbox: root in a container; a small /dev/shm must not crash it
 const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
     args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"] });
 const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
 const pageErrors = [];
-function watch(page, name) {
-    page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-    page.on("console", (m) => {
-        if (m.type() === "error" && !/Failed to load resource|WebSocket connection to/.test(m.text()))
-            pageErrors.push(`${name} console: ${m.text()}`);
-    });
-    page.on("dialog", (d) => d.accept()); // the delete confirmation
-}
-
-// ---- helpers on the page ------------------------------------------------------------------
-
-const turns = (page) => page.locator("#log .turn");
-const lastTurn = (page) => turns(page).last();
-async function send(page, text) {
-    await page.fill("#input", text);
-    await page.press("#input", "Enter");
-}
-async function turnEnded(page, n, stop = "end_turn") {
-    await until(`turn ${n} to end ${stop}`, async () =>
-        (await turns(page).nth(n - 1).getAttribute("data-stop")) === stop);
-}
-// The open permission prompt, as a locator that keeps naming that card
-// after it is answered.
-async function openPerm(page) {
-    const open = page.locator(".card.perm[data-state=open]").first();
-    await open.waitFor({ timeout: W });
-    const turn = await open.evaluate((el) => el.closest(".turn").dataset.turn);
-    const req = await open.getAttribute("data-request-id");
-    return page.locator(`.turn[data-turn="${turn}"] .card.perm[data-request-id="${req}"]`);
-}
-async function fileText(rel) {
-    try { return fs.readFileSync(path.join(WS, rel), "utf8"); } catch { return null; }
-}
-async function noHorizontalScroll(page) {
-    return page.evaluate(() => ({
-        doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,
-        vw: window.innerWidth,
-        log: (() => { const l = document.getElementById("log"); return l ? l.scrollWidth - l.clientWidth : 0; })(),
-    }));
-}
-
 let A, B;
 try {
     // ---- sign in ----------------------------------------------------------------------------
     A = await ctx.newPage();
-    watch(A, "tab A");
-    await A.goto(HTTP + "/");
-    await A.locator("#signin-key").waitFor();
-    // well formed but unknown (one character changed), then malformed
-    const mid = 10;
-    const wrong = KEY.slice(0, mid) + (KEY[mid] === "A" ? "B" : "A") + KEY.slice(mid + 1);
-    await A.fill("#signin-key", wrong);
-    await A.click("#signin-submit");
-    await A.locator("#signin-error:not([hidden])").waitFor({ timeout: W });
-    const err1 = await A.textContent("#signin-error");
-    check(/wrong key/i.test(err1) && /not accepted/i.test(err1), "an unknown key is refused with a clear message", err1);
-    await A.fill("#signin-key", "crl_short");
-    await A.click("#signin-submit");
-    await until("the error for a malformed key", async () => /not accepted/i.test(await A.textContent("#signin-error")));
-    check(await A.evaluate(() => localStorage.getItem("corral.key")) === null, "a refused key is not stored");
-    await shot(A, "01-signin-wrong-key");
-
-    await A.fill("#signin-key", KEY);
-    await A.click("#signin-submit");
-    await A.locator("#conn[data-state=connected]").waitFor({ timeout: W });
-    check(await A.evaluate(() => localStorage.getItem("corral.key")) === KEY, "the key is kept in localStorage");
-    check((await ctx.cookies()).some((c) => c.name === "corral_key" && c.httpOnly), "POST /v1/login set the HttpOnly cookie");
-    await shot(A, "02-signed-in");
+    watch(A, "tab A", pageErrors);
+    await signIn(ctx, A);
 
     // ---- the renderers on hostile and pathological input ---------------------------------------
     const hostile = await A.evaluate(async () => {
@@ -194,72 +88,13 @@ try {
     check(hostile.slowest < 1500, "pathological Markdown renders quickly", `${Math.round(hostile.slowest)} ms`);
     check(hostile.d === " a,-b,+B, c,+d", "the line diff", hostile.d);
 
-    // ---- a new session from the dialog --------------------------------------------------------
-    await A.click("#new-session");
-    await A.locator("#new-dialog[open]").waitFor();
-    await A.fill("#new-cwd", "/definitely/not/a/workspace");
-    await A.fill("#new-title-input", "web test");
-    await A.click("#new-create");
-    await A.locator("#new-error:not([hidden])").waitFor({ timeout: W });
-    check(/outside the workspace roots/.test(await A.textContent("#new-error")), "a cwd outside the roots is refused in the dialog", await A.textContent("#new-error"));
-    check(await A.locator(`#cwd-list option[value="${WS}/"]`).count() === 1, "the refused cwd's message teaches the dialog the workspace root");
-    await A.fill("#new-cwd", WS);
-    await A.selectOption("#new-mode", "ask");
-    await A.click("#new-create");
-    await A.locator("#session:not([hidden])").waitFor({ timeout: W });
-    const sid = await until("the open session id", () => A.evaluate(() => window.corral.open?.id));
-    check(/^[0-9a-f-]{36}$/.test(sid), "the new session is open", sid);
-    check(A.url().endsWith(`#s=${sid}`), "the open session is in the address", A.url());
-    await until("the session in the sidebar", async () =>
-        (await A.locator(`.session-item[data-session-id="${sid}"] .s-title`).textContent()) === "web test");
-    check(await A.locator("#s-title").textContent() === "web test", "the header shows the title");
-
-    // ---- streamed Markdown --------------------------------------------------------------------
-    await A.evaluate(() => {
-        // record the answer's growth as the page shows it
-        window.__growth = [];
-        const tick = () => {
-            const el = [...document.querySelectorAll("#log .msg.agent")].pop();
-            const n = el ? el.textContent.length : 0;
-            if (n && window.__growth[window.__growth.length - 1] !== n) window.__growth.push(n);
-            if (!window.__stopGrowth) requestAnimationFrame(tick);
-        };
-        requestAnimationFrame(tick);
-    });
-    await send(A, "markdown please");
-    await until("a running turn", async () => (await A.textContent("#s-state")).includes("running") || (await turns(A).count()) > 0);
-    await turnEnded(A, 1);
-    const growth = await A.evaluate(() => { window.__stopGrowth = true; return window.__growth; });
-    // (Markdown may shrink the text for a moment: "**bo" becomes "bold" later)
-    const final = growth[growth.length - 1];
-    check(growth.length >= 5 && growth[0] < final / 3,
-        "the answer appeared progressively (lengths seen while streaming)", growth);
-    const md = A.locator("#log .turn").first();
-    check(await md.locator(".msg.user .user-text").textContent() === "markdown please", "the user's message is shown");
-    check(await md.locator(".msg.agent h1").textContent() === "Formatting", "a Markdown heading");
-    check(await md.locator(".msg.agent strong").first().textContent() === "bold", "bold text");
-    check(await md.locator(".msg.agent em").first().textContent() === "italic", "italic text");
-    check(await md.locator(".msg.agent ul > li").count() === 2 && await md.locator(".msg.agent ol > li").count() === 2, "lists");
-    check((await md.locator(".msg.agent pre.code code").textContent()).includes('const x = "<b>not bold</b>";'), "a code block keeps its text literally");
-    check(await md.locator(".msg.agent a[href='https://example.com/docs']").count() === 1, "a safe link");
-    check(await md.locator(".msg.agent img, .msg.agent script, .msg.agent b").count() === 0, "no HTML from the model became elements");
-    check(await md.locator(".msg.agent [href^='javascript']").count() === 0, "a javascript: link is not clickable");
-    check((await md.locator(".msg.agent").textContent()).includes('<img src=x onerror="window.__xss=1">'), "the HTML is shown as text");
-    check(await A.evaluate(() => window.__xss === undefined), "no injected script ran");
-    const thought = md.locator("details.thought");
-    check(await thought.count() === 1 && !(await thought.evaluate((d) => d.open)), "thinking is shown collapsed");
-    check((await thought.textContent()).includes("headings, lists and code"), "the thinking text is inside");
-    const usage = await md.locator(".turn-foot .usage").textContent();
-    const cost = await md.locator(".turn-foot .cost").textContent();
-    check(usage.includes("1,200 in") && usage.includes("200 cached"), "usage per turn", usage);
-    check(/^\$0\.\d+$/.test(cost) && cost !== "$0", "cost per turn", cost);
-    await until("the sidebar shows the session's cost", async () =>
-        (await A.locator(`.session-item[data-session-id="${sid}"] .s-cost`).textContent()) !== "$0");
-    await shot(A, "03-markdown-streamed");
+    // ---- a new session from the dialog, streamed Markdown ------------------------------------
+    const sid = await newSession(A, "web test", "ask");
+    await streamedMarkdown(A, sid);
 
     // ---- a second tab on the same session -----------------------------------------------------
     B = await ctx.newPage();
-    watch(B, "tab B");
+    watch(B, "tab B", pageErrors);
     await B.goto(`${HTTP}/#s=${sid}`);
     await B.locator("#conn[data-state=connected]").waitFor({ timeout: W });
     await turnEnded(B, 1);
@@ -516,7 +351,7 @@ try {
     check(await A.evaluate(() => localStorage.getItem("corral.key")) === null, "signing out forgets the key, in every tab");
 
     check(pageErrors.length === 0, "no script errors in the pages", pageErrors);
-    console.log(`PASS web: ${passed} checks in ${t()}; screenshots in ${ART}`);
+    console.log(`PASS web: ${passed()} checks in ${t()}; screenshots in ${ART}`);
 } catch (e) {
     console.error(`FAIL at ${t()}: ${e.message}`);
     if (pageErrors.length) console.error("page errors:", pageErrors);
@@ -529,6 +364,6 @@ try {
     }
     process.exitCode = 1;
 } finally {
-    clearTimeout(watchdog);
+    clearTimeout(dog);
     await browser.close();
 }
