@@ -12,7 +12,7 @@ pkgs=(
   libjansson-dev libssl-dev
   curl python3 python3-zmq python3-msgpack python3-websockets python3-yaml prometheus
   valgrind procps tmux
-  chromium
+  chromium firefox-esr
 )
 
 missing=()
@@ -28,8 +28,9 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 npm_deps() {
-  # The SDK, ws and playwright-core (which drives Debian's chromium for the
-  # web page's tests), pinned by tests/e2e/package-lock.json; skipped when
+  # The SDK, ws and playwright-core (which drives Debian's chromium and
+  # firefox-esr for the web page's tests), pinned by
+  # tests/e2e/package-lock.json; skipped when
   # node_modules was installed from this very lock file (a stamp keeps its
   # checksum).
   local e2e sum
