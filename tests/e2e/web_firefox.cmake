@@ -5,8 +5,8 @@
 # e2e_web.  web_firefox.test.mjs signs in (a wrong key first), creates a
 # session, streams Markdown, approves a write and an edit (diff cards, the
 # file in the workspace), queues a prompt, cancels with Esc, and checks
-# 360 px and that the page logs no errors.  Screenshots:
-# <build>/tests/e2e/web-artifacts/firefox-*.png.
+# 360 px, dark from the theme button, and that the page logs no errors.
+# Screenshots: <build>/tests/e2e/web-artifacts/firefox-*.png.
 find_program(CORRAL_NODE node)
 find_program(CORRAL_FIREFOX NAMES firefox-esr firefox)
 if(NOT CORRAL_NODE OR NOT CORRAL_FIREFOX)

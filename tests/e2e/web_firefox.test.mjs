@@ -10,10 +10,11 @@
 //   has a diff -> edit_file answered from the keyboard, diff view -> a long
 //   command, a second prompt queued visibly, Esc cancels, the queued prompt
 //   runs -> 360 px has no horizontal scroll (also with the drawer open) ->
-//   no script errors.
+//   dark from the theme button -> no script errors.
 //
 // The steps both browsers share live in web_common.mjs; web.test.mjs (Chromium)
-// covers the rest (two tabs, the gateway restarted, reload, offline, dark).
+// covers the rest (two tabs, the gateway restarted, reload, offline, the
+// system's dark preference).
 // Screenshots: CORRAL_WEB_ARTIFACTS/firefox-*.png.
 //
 // Run: python3 corral_stack.py BUILD --script web_script.json
@@ -162,6 +163,22 @@ try {
     await shot(A, "08-mobile-sessions-drawer");
     await A.keyboard.press("Escape");
     await A.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
+    await A.setViewportSize({ width: 1280, height: 860 });
+
+    // ---- dark, from the theme button (this Firefox cannot emulate the system's) -------------
+    const lum = (bg) => bg.match(/\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0) / 3;
+    const bgNow = () => A.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    check(lum(await bgNow()) > 200, "light by default", await bgNow());
+    await A.click("#theme"); // auto -> light
+    await A.click("#theme"); // light -> dark
+    check(await A.evaluate(() => document.documentElement.dataset.theme) === "dark", "the theme button chooses dark");
+    await until("the dark colours applied", async () => lum(await bgNow()) < 60);
+    // (headless Firefox drew the log's scrollbar white here until the page named its colours)
+    const sc = await A.evaluate(() => getComputedStyle(document.getElementById("log")).scrollbarColor);
+    check(sc !== "auto" && lum(sc.split(") ")[1] || "rgb(255,255,255)") < 60, "dark scrollbars", sc);
+    await shot(A, "09-dark");
+    await A.click("#theme"); // dark -> auto
+    await until("back to the system's light", async () => lum(await bgNow()) > 200);
 
     // Playwright's screenshots in Firefox add a <style>body {}</style> for a
     // moment (to settle animations), which the page's CSP (style-src 'self')
