@@ -111,16 +111,16 @@ int sess_budget_over (const proto_usage_t *used, uint64_t budget_tokens,
         return 0;
     bool key = strcmp (whose, "key") == 0;
     const char *subject = key ? "this API key" : "this session";
-    const char *todo = key ? "raise the key's budget or use another key"
-                           : "raise the budget or start a new session";
+    const char *advice = key ? "raise the key's budget or use another key"
+                             : "raise the budget or start a new session";
     if (what)
         snprintf (msg, msglen, "budget exceeded%s: %s used %s of its %s %s; %s%s",
                   during ? " during the turn" : "", subject, a, b, what,
-                  during ? "the turn was stopped; " : "", todo);
+                  during ? "the turn was stopped; " : "", advice);
     else
         snprintf (msg, msglen, "budget exceeded%s: %s cost %s of its %s budget; %s%s",
                   during ? " during the turn" : "", subject, a, b,
-                  during ? "the turn was stopped; " : "", todo);
+                  during ? "the turn was stopped; " : "", advice);
     return 1;
 }
 

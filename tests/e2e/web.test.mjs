@@ -28,7 +28,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 import {
     HTTP, WS, ART, W, watchdog, check, passed, t, shot, until, rest, control, watch,
-    turns, lastTurn, send, turnEnded, openPerm, fileText, noHorizontalScroll,
+    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport,
     signIn, newSession, streamedMarkdown,
 } from "./web_common.mjs";
 
@@ -289,22 +289,7 @@ try {
     await until("the failed prompt leaves the queue", async () => await A.locator("#queue").isHidden());
 
     // ---- 360 px -------------------------------------------------------------------------------
-    await A.setViewportSize({ width: 360, height: 760 });
-    await A.locator("#menu").waitFor({ state: "visible" });
-    let sw = await noHorizontalScroll(A);
-    check(sw.doc <= 360 && sw.body <= 360 && sw.log <= 0, "no horizontal scroll at 360 px", sw);
-    await editCard.scrollIntoViewIfNeeded();
-    await shot(A, "11-mobile-360");
-    await A.click("#menu");
-    await A.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
-    await until("the drawer slid in", () => A.evaluate(() => document.getElementById("sidebar").getBoundingClientRect().left >= 0));
-    check(await A.evaluate(() => document.activeElement.id) === "new-session", "the drawer takes the keyboard focus");
-    sw = await noHorizontalScroll(A);
-    check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
-    await shot(A, "12-mobile-sessions-drawer");
-    await A.keyboard.press("Escape");
-    await A.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
-    await A.setViewportSize({ width: 1280, height: 860 });
+    await narrowViewport(A, editCard, ["11-mobile-360", "12-mobile-sessions-drawer"]);
 
     // ---- dark ---------------------------------------------------------------------------------
     await A.emulateMedia({ colorScheme: "dark" });

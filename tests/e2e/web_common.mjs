@@ -114,6 +114,28 @@ export async function noHorizontalScroll(page) {
 
 // ---- steps both browsers run ------------------------------------------------------------------
 
+// The 360 px checks: no horizontal scroll with the conversation and with
+// the sessions drawer open (which takes the keyboard focus); `card` is
+// scrolled into view for the first screenshot.  Back to 1280 px after.
+export async function narrowViewport(page, card, shots) {
+    await page.setViewportSize({ width: 360, height: 760 });
+    await page.locator("#menu").waitFor({ state: "visible" });
+    let sw = await noHorizontalScroll(page);
+    check(sw.doc <= 360 && sw.body <= 360 && sw.log <= 0, "no horizontal scroll at 360 px", sw);
+    await card.scrollIntoViewIfNeeded();
+    await shot(page, shots[0]);
+    await page.click("#menu");
+    await page.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
+    await until("the drawer slid in", () => page.evaluate(() => document.getElementById("sidebar").getBoundingClientRect().left >= 0));
+    check(await page.evaluate(() => document.activeElement.id) === "new-session", "the drawer takes the keyboard focus");
+    sw = await noHorizontalScroll(page);
+    check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
+    await shot(page, shots[1]);
+    await page.keyboard.press("Escape");
+    await page.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
+    await page.setViewportSize({ width: 1280, height: 860 });
+}
+
 // A wrong key (well formed but unknown, then malformed) is refused with a
 // clear message and not stored; the right key connects and is kept.
 export async function signIn(ctx, page) {

@@ -27,7 +27,7 @@ import path from "node:path";
 import { firefox } from "playwright-core";
 import {
     ART, W, watchdog, check, passed, t, shot, until, setShotPrefix, watch,
-    turns, lastTurn, send, turnEnded, openPerm, fileText, noHorizontalScroll,
+    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport,
     signIn, newSession, streamedMarkdown,
 } from "./web_common.mjs";
 
@@ -148,22 +148,7 @@ try {
     await until("the queue empty", async () => await A.locator("#queue").isHidden());
 
     // ---- 360 px -------------------------------------------------------------------------------
-    await A.setViewportSize({ width: 360, height: 760 });
-    await A.locator("#menu").waitFor({ state: "visible" });
-    let sw = await noHorizontalScroll(A);
-    check(sw.doc <= 360 && sw.body <= 360 && sw.log <= 0, "no horizontal scroll at 360 px", sw);
-    await editCard.scrollIntoViewIfNeeded();
-    await shot(A, "07-mobile-360");
-    await A.click("#menu");
-    await A.locator("#sidebar .session-item").first().waitFor({ state: "visible" });
-    await until("the drawer slid in", () => A.evaluate(() => document.getElementById("sidebar").getBoundingClientRect().left >= 0));
-    check(await A.evaluate(() => document.activeElement.id) === "new-session", "the drawer takes the keyboard focus");
-    sw = await noHorizontalScroll(A);
-    check(sw.doc <= 360 && sw.body <= 360, "no horizontal scroll with the drawer open", sw);
-    await shot(A, "08-mobile-sessions-drawer");
-    await A.keyboard.press("Escape");
-    await A.locator("#sidebar .session-item").first().waitFor({ state: "hidden" });
-    await A.setViewportSize({ width: 1280, height: 860 });
+    await narrowViewport(A, editCard, ["07-mobile-360", "08-mobile-sessions-drawer"]);
 
     // ---- dark, from the theme button (this Firefox cannot emulate the system's) -------------
     const lum = (bg) => bg.match(/\d+/g).slice(0, 3).map(Number).reduce((a, b) => a + b, 0) / 3;
