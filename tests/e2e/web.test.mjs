@@ -28,7 +28,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 import {
     HTTP, WS, ART, W, watchdog, check, passed, t, shot, until, rest, control, watch,
-    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport,
+    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport, writeOffered, writeDone, editFromKeyboard,
     signIn, newSession, streamedMarkdown,
 } from "./web_common.mjs";
 
@@ -105,10 +105,7 @@ try {
     await send(A, "create notes");
     const permA = await openPerm(A);
     const permB = await openPerm(B);
-    const names = await permA.locator("button.opt").allTextContents();
-    check(JSON.stringify(names) === JSON.stringify(["Allow", "Always allow", "Reject"]), "the options are the server's", names);
-    check((await permA.textContent()).includes("Write notes.txt"), "the prompt says what the tool wants");
-    check(await fileText("notes.txt") === null, "nothing is written before the answer");
+    await writeOffered(permA);
     await shot(A, "04-permission-prompt");
     await permA.locator("button[data-option-id=allow]").click();
     await until("tab A: answered here", async () => (await permA.getAttribute("data-winner")) === "here");
@@ -119,27 +116,11 @@ try {
     check(await permB.locator("button").count() === 0, "tab B's buttons are gone");
     await shot(B, "05-permission-answered-elsewhere");
     await turnEnded(A, 2);
-    check(await fileText("notes.txt") === "alpha\nbeta\ngamma\n", "the file is written in the workspace");
-    const writeCard = lastTurn(A).locator(".card.tool[data-kind=edit]");
-    check(await writeCard.getAttribute("data-status") === "completed", "the tool card is completed");
-    check((await writeCard.locator(".tool-title").textContent()) === "Write notes.txt", "the tool card says what");
-    check(/\d+ ms|\d+(\.\d)? s/.test(await writeCard.locator(".dur").textContent()), "the tool card has a duration");
-    check(await writeCard.locator(".diff-line.add").count() === 3 && (await writeCard.locator(".diff-new").count()) === 1, "a new file is a diff of added lines");
+    await writeDone(A);
     await turnEnded(B, 2);
 
     // ---- edit_file answered from the keyboard: a diff view ----------------------------------
-    await send(A, "change notes");
-    const perm2 = await openPerm(A);
-    await perm2.locator("button[data-option-id=allow]").focus();
-    await A.keyboard.press("Enter");
-    await turnEnded(A, 3);
-    check(await fileText("notes.txt") === "alpha\nBETA two\ngamma\n", "the edit reached the file");
-    const editCard = turns(A).nth(2).locator(".card.tool[data-kind=edit]");
-    check(await editCard.locator(".diff-line.del .txt").allTextContents().then((x) => x.join("|")) === "beta", "the diff shows the removed line");
-    check(await editCard.locator(".diff-line.add .txt").allTextContents().then((x) => x.join("|")) === "BETA two", "the diff shows the added line");
-    check(await editCard.locator(".diff-line.ctx").count() === 2, "with context lines");
-    await editCard.scrollIntoViewIfNeeded();
-    await shot(A, "06-tool-card-diff");
+    const editCard = await editFromKeyboard(A, "06-tool-card-diff");
 
     // ---- a write denied (from the second tab) -----------------------------------------------
     await send(A, "forbidden");

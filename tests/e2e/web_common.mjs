@@ -114,6 +114,45 @@ export async function noHorizontalScroll(page) {
 
 // ---- steps both browsers run ------------------------------------------------------------------
 
+// A write_file permission prompt as the server offers it: its options,
+// what the tool wants, and nothing written before the answer.
+export async function writeOffered(perm) {
+    const names = await perm.locator("button.opt").allTextContents();
+    check(JSON.stringify(names) === JSON.stringify(["Allow", "Always allow", "Reject"]), "the options are the server's", names);
+    check((await perm.textContent()).includes("Write notes.txt"), "the prompt says what the tool wants");
+    check(await fileText("notes.txt") === null, "nothing is written before the answer");
+}
+
+// After the approved write's turn: the file and its tool card (a new file
+// is a diff of added lines).
+export async function writeDone(page) {
+    check(await fileText("notes.txt") === "alpha\nbeta\ngamma\n", "the file is written in the workspace");
+    const card = lastTurn(page).locator(".card.tool[data-kind=edit]");
+    check(await card.getAttribute("data-status") === "completed", "the tool card is completed");
+    check((await card.locator(".tool-title").textContent()) === "Write notes.txt", "the tool card says what");
+    check(/\d+ ms|\d+(\.\d)? s/.test(await card.locator(".dur").textContent()), "the tool card has a duration");
+    check(await card.locator(".diff-line.add").count() === 3 && (await card.locator(".diff-new").count()) === 1, "a new file is a diff of added lines");
+    return card;
+}
+
+// edit_file approved from the keyboard (the third turn): the file changed
+// and its card is a diff with removed, added and context lines.
+export async function editFromKeyboard(page, shotName) {
+    await send(page, "change notes");
+    const perm = await openPerm(page);
+    await perm.locator("button[data-option-id=allow]").focus();
+    await page.keyboard.press("Enter");
+    await turnEnded(page, 3);
+    check(await fileText("notes.txt") === "alpha\nBETA two\ngamma\n", "the edit reached the file");
+    const card = turns(page).nth(2).locator(".card.tool[data-kind=edit]");
+    check(await card.locator(".diff-line.del .txt").allTextContents().then((x) => x.join("|")) === "beta", "the diff shows the removed line");
+    check(await card.locator(".diff-line.add .txt").allTextContents().then((x) => x.join("|")) === "BETA two", "the diff shows the added line");
+    check(await card.locator(".diff-line.ctx").count() === 2, "with context lines");
+    await card.scrollIntoViewIfNeeded();
+    await shot(page, shotName);
+    return card;
+}
+
 // The 360 px checks: no horizontal scroll with the conversation and with
 // the sessions drawer open (which takes the keyboard focus); `card` is
 // scrolled into view for the first screenshot.  Back to 1280 px after.

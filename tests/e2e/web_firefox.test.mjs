@@ -27,7 +27,7 @@ import path from "node:path";
 import { firefox } from "playwright-core";
 import {
     ART, W, watchdog, check, passed, t, shot, until, setShotPrefix, watch,
-    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport,
+    turns, lastTurn, send, turnEnded, openPerm, fileText, narrowViewport, writeOffered, writeDone, editFromKeyboard,
     signIn, newSession, streamedMarkdown,
 } from "./web_common.mjs";
 
@@ -95,34 +95,15 @@ try {
     // ---- write_file: the permission prompt approved ----------------------------------------------
     await send(A, "create notes");
     const perm = await openPerm(A);
-    const names = await perm.locator("button.opt").allTextContents();
-    check(JSON.stringify(names) === JSON.stringify(["Allow", "Always allow", "Reject"]), "the options are the server's", names);
-    check((await perm.textContent()).includes("Write notes.txt"), "the prompt says what the tool wants");
-    check(await fileText("notes.txt") === null, "nothing is written before the answer");
+    await writeOffered(perm);
     await shot(A, "04-permission-prompt");
     await perm.locator("button[data-option-id=allow]").click();
     await until("answered here", async () => (await perm.getAttribute("data-winner")) === "here");
     await turnEnded(A, 2);
-    check(await fileText("notes.txt") === "alpha\nbeta\ngamma\n", "the file is written in the workspace");
-    const writeCard = lastTurn(A).locator(".card.tool[data-kind=edit]");
-    check(await writeCard.getAttribute("data-status") === "completed", "the tool card is completed");
-    check((await writeCard.locator(".tool-title").textContent()) === "Write notes.txt", "the tool card says what");
-    check(/\d+ ms|\d+(\.\d)? s/.test(await writeCard.locator(".dur").textContent()), "the tool card has a duration");
-    check(await writeCard.locator(".diff-line.add").count() === 3 && (await writeCard.locator(".diff-new").count()) === 1, "a new file is a diff of added lines");
+    await writeDone(A);
 
     // ---- edit_file answered from the keyboard: a diff view ----------------------------------
-    await send(A, "change notes");
-    const perm2 = await openPerm(A);
-    await perm2.locator("button[data-option-id=allow]").focus();
-    await A.keyboard.press("Enter");
-    await turnEnded(A, 3);
-    check(await fileText("notes.txt") === "alpha\nBETA two\ngamma\n", "the edit reached the file");
-    const editCard = turns(A).nth(2).locator(".card.tool[data-kind=edit]");
-    check(await editCard.locator(".diff-line.del .txt").allTextContents().then((x) => x.join("|")) === "beta", "the diff shows the removed line");
-    check(await editCard.locator(".diff-line.add .txt").allTextContents().then((x) => x.join("|")) === "BETA two", "the diff shows the added line");
-    check(await editCard.locator(".diff-line.ctx").count() === 2, "with context lines");
-    await editCard.scrollIntoViewIfNeeded();
-    await shot(A, "05-tool-card-diff");
+    const editCard = await editFromKeyboard(A, "05-tool-card-diff");
 
     // ---- a long command: a second prompt queued, Esc cancels, the queue runs --------------------
     await send(A, "sleep");
