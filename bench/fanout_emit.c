@@ -293,16 +293,11 @@ static void sub_pump (emit_t *e)
     if (!e->sub) return;
     for (int i = 0; i < SUB_DRAIN; i++) {
         zmq_msg_t topic, body;
-        zmq_msg_init (&topic);
-        if (zmq_msg_recv (&topic, e->sub, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (&topic);
-            return;
-        }
-        zmq_msg_init (&body);
-        if (zmq_msg_more (&topic) && zmq_msg_recv (&body, e->sub, 0) >= 0)
-            on_pub_event (e, zmq_msg_data (&body), zmq_msg_size (&body));
+        int frames = cm_zmq_recv_topic (e->sub, &topic, &body);
+        if (frames == 2) on_pub_event (e, zmq_msg_data (&body), zmq_msg_size (&body));
         zmq_msg_close (&topic);
         zmq_msg_close (&body);
+        if (frames == 0) return;
     }
 }
 

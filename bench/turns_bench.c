@@ -561,18 +561,14 @@ static void drain_sub (bench_t *b)
 {
     for (int i = 0; i < DRAIN_MAX; i++) {
         zmq_msg_t topic, body;
-        zmq_msg_init (&topic);
-        if (zmq_msg_recv (&topic, b->sub, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close (&topic);
-            return;
-        }
-        zmq_msg_init (&body);
-        if (zmq_msg_more (&topic) && zmq_msg_recv (&body, b->sub, 0) >= 0)
+        int frames = cm_zmq_recv_topic (b->sub, &topic, &body);
+        if (frames == 2)
             on_event (b, zmq_msg_data (&body), zmq_msg_size (&body));
-        else
+        else if (frames)
             b->unknown++;
         zmq_msg_close (&topic);
         zmq_msg_close (&body);
+        if (frames == 0) return;
     }
 }
 
