@@ -17,6 +17,9 @@
 #   bench/fanout.sh idle [N]   (a) N idle connections (default 19000) held by
 #                              ws_baseline.mjs, and by corral-gateway if built
 #   bench/fanout.sh            all three
+#   bench/fanout.sh one corral|baseline S C R
+#                              one fan-out run: S sessions x C clients at R
+#                              events/s (for profiling one shape)
 #
 #   BUILD=build/h-bench        build tree (default build/bench, Release)
 #   BENCH_DIR=/mnt/disk        where the store's data goes (default /var/tmp)
@@ -287,8 +290,16 @@ all)
     run_corral
     run_idle
     ;;
+one)
+    "${load[@]}" --print-header
+    case ${2:-} in
+    corral) corral_run "${3:?S}" "${4:?C}" "${5:?R}" ;;
+    baseline) baseline_run "${3:?S}" "${4:?C}" "${5:?R}" ;;
+    *) echo "usage: bench/fanout.sh one corral|baseline S C R"; exit 2 ;;
+    esac
+    ;;
 *)
-    echo "usage: bench/fanout.sh [baseline|corral|idle [N]|all]"
+    echo "usage: bench/fanout.sh [baseline|corral|idle [N]|one corral|baseline S C R|all]"
     exit 2
     ;;
 esac

@@ -46,6 +46,7 @@
 
 struct gw_render {
     proto_msg_t msg; //  reused by every decode
+    bool generic;    //  no fast path (gw_render_set_generic)
 };
 
 // ---------------------------------------------------------------------------
@@ -967,11 +968,162 @@ static char *s_rest (const gw_rendered_t *out, const char *epoch, json_t *fields
     return text;
 }
 
+// ---------------------------------------------------------------------------
+//  Streamed text without jansson
+
+/*  agent_message_chunk and agent_thought_chunk are nearly every event of a
+    turn (one per model token batch), and building a jansson tree for each,
+    twice (the ACP frame and the REST object), was the gateway's largest
+    cost per event (bench/fanout.sh: jansson and its mallocs were half the
+    gateway's CPU at 20 000 events/s).  Their shape is fixed, so they are
+    written straight into a buffer.  The text is byte for byte what the
+    generic path writes (jansson's escapes, U+FFFD for bytes that are not
+    UTF-8, the same key order); test_gw_render compares the two paths. */
+
+//  A JSON string literal of the n bytes at s, escaped as jansson's
+//  json_dumps escapes (", \, \b \f \n \r \t, other controls as \u00XX),
+//  invalid UTF-8 replaced by U+FFFD as s_str does.
+static void s_put_json_str (cm_strbuf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+    cm_strbuf_put (b, "\"", 1);
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' &&
+               p[run] != '\\')
+            run++;
+        cm_strbuf_put (b, s + i, run - i);
+        i = run;
+        if (i == n) break;
+        unsigned char c = p[i];
+        if (c >= 0x80) {
+            size_t u = s_utf8_len (p + i, n - i);
+            if (u)
+                cm_strbuf_put (b, s + i, u);
+            else
+                cm_strbuf_put (b, "\xEF\xBF\xBD", 3);
+            i += u ? u : 1;
+            continue;
+        }
+        char esc[7] = {'\\', 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            memcpy (esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        cm_strbuf_put (b, esc, elen);
+        i++;
+    }
+    cm_strbuf_put (b, "\"", 1);
+}
+
+//  A signed decimal, as json_integer prints it.
+static void s_put_int (cm_strbuf_t *b, int64_t v)
+{
+    char text[24], *q = text + sizeof text;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--q = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--q = '-';
+    cm_strbuf_put (b, q, (size_t)(text + sizeof text - q));
+}
+
+static void s_put_key (cm_strbuf_t *b, const char *key)
+{
+    cm_strbuf_put (b, "\"", 1);
+    cm_strbuf_puts (b, key);
+    cm_strbuf_put (b, "\":", 2);
+}
+
+static void s_put_uuid (cm_strbuf_t *b, const cm_uuid_t *id)
+{
+    char text[CM_UUID_STR_LEN];
+    cm_strbuf_put (b, "\"", 1);
+    cm_strbuf_put (b, cm_uuid_fmt (id, text), CM_UUID_STR_LEN - 1);
+    cm_strbuf_put (b, "\"", 1);
+}
+
+//  The ACP frame and the REST object of a streamed text event, as
+//  s_on_text and s_rest write them; out holds the head already.
+static int s_fast_text (const proto_msg_t *msg, const char *epoch, gw_rendered_t *out)
+{
+    const proto_ev_text_t *ev = proto_body (msg, ev_text);
+    if (!ev || !ev->text) return CM_E_INTERNAL;
+    const char *kind = msg->type == PROTO_EV_AGENT_THOUGHT ? "agent_thought_chunk"
+                                                           : "agent_message_chunk";
+    size_t tlen = strlen (ev->text);
+    int64_t seq = out->seq > INT64_MAX ? INT64_MAX : (int64_t)out->seq;
+    cm_strbuf_t b = {0};
+    cm_strbuf_puts (&b, "{\"jsonrpc\":\"2.0\",\"method\":\"" GW_RENDER_METHOD_UPDATE
+                        "\",\"params\":{\"sessionId\":");
+    s_put_uuid (&b, &out->session);
+    cm_strbuf_puts (&b, ",\"update\":{\"sessionUpdate\":\"");
+    cm_strbuf_puts (&b, kind);
+    cm_strbuf_puts (&b, "\",\"content\":{\"type\":\"text\",\"text\":");
+    s_put_json_str (&b, ev->text, tlen);
+    cm_strbuf_puts (&b, "}},\"_meta\":{\"seq\":");
+    s_put_int (&b, seq);
+    if (epoch) {
+        cm_strbuf_puts (&b, ",\"epoch\":");
+        s_put_json_str (&b, epoch, strlen (epoch));
+    }
+    cm_strbuf_puts (&b, ",\"ts\":");
+    s_put_int (&b, out->ts);
+    if (out->has_turn) {
+        cm_strbuf_puts (&b, ",\"turnId\":");
+        s_put_uuid (&b, &out->turn);
+    }
+    cm_strbuf_puts (&b, "}}}");
+    if (!(out->frames[0] = cm_strbuf_take (&b))) return CM_E_NOMEM;
+    out->nframes = 1;
+
+    cm_strbuf_puts (&b, "{\"seq\":");
+    s_put_int (&b, seq);
+    cm_strbuf_puts (&b, ",\"ts\":");
+    s_put_int (&b, out->ts);
+    if (epoch) {
+        cm_strbuf_puts (&b, ",\"epoch\":");
+        s_put_json_str (&b, epoch, strlen (epoch));
+    }
+    cm_strbuf_puts (&b, ",\"sessionId\":");
+    s_put_uuid (&b, &out->session);
+    if (out->has_turn) {
+        cm_strbuf_puts (&b, ",\"turnId\":");
+        s_put_uuid (&b, &out->turn);
+    }
+    cm_strbuf_puts (&b, ",\"kind\":\"");
+    cm_strbuf_puts (&b, out->kind);
+    cm_strbuf_puts (&b, "\",");
+    s_put_key (&b, "text");
+    s_put_json_str (&b, ev->text, tlen);
+    cm_strbuf_puts (&b, "}");
+    if (!(out->rest = cm_strbuf_take (&b))) return CM_E_NOMEM;
+    return 0;
+}
+
 gw_render_t *gw_render_new (void)
 {
     gw_render_t *self = calloc (1, sizeof *self);
     if (self) proto_msg_init (&self->msg);
     return self;
+}
+
+void gw_render_set_generic (gw_render_t *self, bool generic)
+{
+    self->generic = generic;
 }
 
 void gw_render_destroy (gw_render_t **self_p)
@@ -1010,6 +1162,11 @@ int gw_render_event (gw_render_t *self, const void *data, size_t len, const char
     if ((rc = s_head (&self->msg, out))) goto done;
     out->type = self->msg.type;
     out->kind = self->msg.desc->name;
+    if (!self->generic &&
+        (out->type == PROTO_EV_AGENT_MESSAGE || out->type == PROTO_EV_AGENT_THOUGHT)) {
+        rc = s_fast_text (&self->msg, epoch, out);
+        goto done;
+    }
     cm_uuid_fmt (&out->session, c.session);
     rc = CM_E_NOMEM;
     if (!(out->meta = s_meta (out, epoch))) goto done;

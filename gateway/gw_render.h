@@ -83,7 +83,9 @@ typedef struct {
     //  One JSON object text for REST JSON lines / SSE data.
     char *rest;
     //  The _meta object every frame carries ({seq, epoch, ts, turnId}),
-    //  for frames the gateway adds for the same event.
+    //  for frames the gateway adds for the same event.  NULL for
+    //  agent_message_chunk and agent_thought_chunk, which are written
+    //  without jansson (see gw_render_set_generic).
     json_t *meta;
     //  EV_PERMISSION_REQUEST only: params of a session/request_permission
     //  request (an ACP RequestPermissionRequest), else NULL.  Its _meta adds
@@ -99,6 +101,12 @@ typedef struct {
 //  A renderer: holds one reusable decode buffer.  Returns NULL when out of
 //  memory.  Not thread-safe; use one per thread.
 gw_render_t *gw_render_new (void);
+
+//  Streamed text events (agent_message_chunk, agent_thought_chunk) are
+//  written straight into a buffer, not through jansson: same bytes, a
+//  fraction of the cost.  generic = true sends them through jansson like
+//  every other event (the tests compare the two).
+void gw_render_set_generic (gw_render_t *self, bool generic);
 
 //  Free a renderer and set *self_p to NULL; no-op if either is NULL.
 void gw_render_destroy (gw_render_t **self_p);

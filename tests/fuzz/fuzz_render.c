@@ -5,7 +5,9 @@
     Any bytes must give either an error code or a rendering that keeps the
     contract of gw_render.h: at least one frame, every frame a JSON-RPC
     notification whose params carry _meta.seq equal to the event's seq,
-    and a REST object that parses.  Never a crash or a leak.
+    and a REST object that parses.  Never a crash or a leak.  Streamed
+    text, which the renderer writes without jansson, must come out byte
+    for byte as the generic (jansson) path writes it.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,7 +17,7 @@
 
 #include "gw_render.h"
 
-static gw_render_t *s_render;
+static gw_render_t *s_render, *s_generic;
 
 static void s_check_frame (const char *text, uint64_t seq)
 {
@@ -33,7 +35,8 @@ static void s_check_frame (const char *text, uint64_t seq)
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     if (!s_render) s_render = gw_render_new ();
-    if (!s_render) abort ();
+    if (!s_generic && (s_generic = gw_render_new ())) gw_render_set_generic (s_generic, true);
+    if (!s_render || !s_generic) abort ();
     gw_rendered_t out;
     if (gw_render_event (s_render, data, size, "01a200d9-aaa9-7000-9434-62849d342a27",
                          &out))
@@ -43,6 +46,16 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     json_t *rest = json_loads (out.rest, 0, NULL);
     if (!json_is_object (rest)) abort ();
     json_decref (rest);
+    if (out.type == PROTO_EV_AGENT_MESSAGE || out.type == PROTO_EV_AGENT_THOUGHT) {
+        gw_rendered_t slow;
+        if (gw_render_event (s_generic, data, size, "01a200d9-aaa9-7000-9434-62849d342a27",
+                             &slow))
+            abort ();
+        if (slow.nframes != out.nframes || strcmp (slow.frames[0], out.frames[0]) ||
+            strcmp (slow.rest, out.rest))
+            abort ();
+        gw_rendered_fini (&slow);
+    }
     gw_rendered_fini (&out);
     return 0;
 }

@@ -29,6 +29,7 @@
 #define S_TS      1735787045678LL //  2025-01-02T03:04:05.678Z
 
 static gw_render_t *s_render_obj;
+static bool s_generic; //  the second run: every event through jansson
 static cm_uuid_t s_session, s_turn;
 
 static int s_setup (void **state)
@@ -37,6 +38,14 @@ static int s_setup (void **state)
     assert_int_equal (cm_uuid_parse (S_SESSION, &s_session), 0);
     assert_int_equal (cm_uuid_parse (S_TURN, &s_turn), 0);
     return s_render_obj ? 0 : -1;
+}
+
+static int s_setup_generic (void **state)
+{
+    s_generic = true;
+    int rc = s_setup (state);
+    if (s_render_obj) gw_render_set_generic (s_render_obj, true);
+    return rc;
 }
 
 static int s_teardown (void **state)
@@ -114,7 +123,21 @@ static void s_render_ok (proto_type_t type, const void *body, gw_rendered_t *out
     assert_string_equal (out->kind, proto_type_name (type));
     assert_true (out->nframes >= 1 && out->nframes <= GW_RENDER_MAX_FRAMES);
     assert_non_null (out->rest);
-    assert_non_null (out->meta);
+    //  Streamed text is written without jansson and has no meta object.
+    bool text = type == PROTO_EV_AGENT_MESSAGE || type == PROTO_EV_AGENT_THOUGHT;
+    assert_true (out->meta || (text && !s_generic));
+}
+
+//  params._meta of frame 0, which every frame of an event carries (the
+//  caller decrefs).
+static json_t *s_meta_of (const gw_rendered_t *out)
+{
+    json_t *root = json_loads (out->frames[0], 0, NULL);
+    assert_non_null (root);
+    json_t *meta = json_incref (s_get (root, "params._meta"));
+    json_decref (root);
+    assert_non_null (meta);
+    return meta;
 }
 
 //  Frame i parsed and checked as a JSON-RPC notification of method, whose
@@ -140,7 +163,7 @@ static json_t *s_frame (const gw_rendered_t *out, size_t i, const char *method)
         assert_string_equal (s_gets (params, "_meta.turnId"), S_TURN);
     else
         assert_null (s_get (params, "_meta.turnId"));
-    assert_true (json_equal (json_object_get (params, "_meta"), out->meta));
+    assert_true (!out->meta || json_equal (json_object_get (params, "_meta"), out->meta));
     s_sample ("#", root);
     if (strcmp (method, GW_RENDER_METHOD_UPDATE) == 0)
         s_sample ("SessionNotification", params);
@@ -420,10 +443,83 @@ static void test_agent_chunks_utf8 (void **state)
     s_encode (&buf, PROTO_EV_AGENT_MESSAGE, &msg);
     assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, "e\xff", &out),
                       0);
-    assert_string_equal (json_string_value (json_object_get (out.meta, "epoch")),
+    json_t *meta = s_meta_of (&out);
+    assert_string_equal (json_string_value (json_object_get (meta, "epoch")),
                          "e\xef\xbf\xbd");
+    json_decref (meta);
     gw_rendered_fini (&out);
     proto_buf_fini (&buf);
+}
+
+//  Render one text event both ways; the bytes must be the same.
+static void s_fast_vs_generic (proto_type_t type, const proto_ev_text_t *ev,
+                               const char *epoch)
+{
+    proto_buf_t buf;
+    s_encode (&buf, type, ev);
+    gw_rendered_t fast, slow;
+    gw_render_set_generic (s_render_obj, false);
+    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &fast), 0);
+    gw_render_set_generic (s_render_obj, true);
+    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &slow), 0);
+    gw_render_set_generic (s_render_obj, s_generic);
+    proto_buf_fini (&buf);
+    assert_int_equal (fast.nframes, 1);
+    assert_int_equal (slow.nframes, 1);
+    assert_string_equal (fast.frames[0], slow.frames[0]);
+    assert_string_equal (fast.rest, slow.rest);
+    assert_null (fast.meta);
+    assert_int_equal (fast.seq, slow.seq);
+    gw_rendered_fini (&fast);
+    gw_rendered_fini (&slow);
+}
+
+static void test_text_fast_path (void **state)
+{
+    //  Streamed text skips jansson: every byte, escapes, invalid UTF-8,
+    //  heads with and without a turn or epoch give jansson's exact text.
+    char one[2] = {0};
+    for (int c = 1; c < 256; c++) {
+        one[0] = (char)c;
+        proto_ev_text_t ev = {S_HEAD ((uint64_t)c), .text = one};
+        s_fast_vs_generic (PROTO_EV_AGENT_MESSAGE, &ev, S_EPOCH);
+    }
+    static const char *const texts[] = {
+        "",
+        "plain words, and some more",
+        "quote \" backslash \\ slash / tab \t nl \n cr \r bs \b ff \f del \x7f",
+        "\x01\x02\x1f\x1e",
+        "h\xc3\xa9llo \xf0\x9f\x90\x84 \xe2\x80\x94 \xe2\x80\xa8 \xe2\x80\xa9 \xef\xbb\xbf",
+        "a\xff" "b\xc3(\xed\xa0\x80z\xf0\x9f",
+        "\xc0\x80 \xe0\x80\xaf \xf4\x90\x80\x80 \xf8\x88\x80\x80\x80 \xc3",
+        "<script>alert(1)</script> \\u0000",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        proto_ev_text_t ev = {S_HEAD (100 + i), .text = texts[i]};
+        s_fast_vs_generic (PROTO_EV_AGENT_MESSAGE, &ev, S_EPOCH);
+        s_fast_vs_generic (PROTO_EV_AGENT_THOUGHT, &ev, NULL);
+        s_fast_vs_generic (PROTO_EV_AGENT_THOUGHT, &ev, "e\xff\"");
+        proto_ev_text_t no_turn = {.session = s_session, .seq = UINT64_MAX, .ts = -5,
+                                   .text = texts[i]};
+        s_fast_vs_generic (PROTO_EV_AGENT_MESSAGE, &no_turn, S_EPOCH);
+    }
+    //  Random bytes, mostly ASCII with high bytes and controls mixed in.
+    uint32_t x = 2463534242u;
+    char text[200];
+    for (int round = 0; round < 2000; round++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        size_t n = x % (sizeof text - 1);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            char c = (char)(x & 0xff);
+            text[i] = c ? c : 'z';
+        }
+        text[n] = 0;
+        proto_ev_text_t ev = {.session = s_session, .seq = (uint64_t)round,
+                              .ts = (int64_t)x - 7, .turn = s_turn, .text = text};
+        s_fast_vs_generic (round & 1 ? PROTO_EV_AGENT_THOUGHT : PROTO_EV_AGENT_MESSAGE, &ev,
+                           round & 2 ? S_EPOCH : NULL);
+    }
 }
 
 static void test_tool_call (void **state)
@@ -840,11 +936,13 @@ static void test_meta_without_epoch (void **state)
     assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, NULL, &out), 0);
     proto_buf_fini (&buf);
     assert_int_equal (out.seq, UINT64_MAX);
-    assert_null (json_object_get (out.meta, "epoch"));
-    assert_null (json_object_get (out.meta, "turnId"));
+    json_t *meta = s_meta_of (&out);
+    assert_null (json_object_get (meta, "epoch"));
+    assert_null (json_object_get (meta, "turnId"));
     //  JSON integers are signed 64-bit: the largest seq is clamped.
-    assert_int_equal (json_integer_value (json_object_get (out.meta, "seq")), INT64_MAX);
-    assert_int_equal (json_integer_value (json_object_get (out.meta, "ts")), -5);
+    assert_int_equal (json_integer_value (json_object_get (meta, "seq")), INT64_MAX);
+    assert_int_equal (json_integer_value (json_object_get (meta, "ts")), -5);
+    json_decref (meta);
     assert_null (strstr (out.rest, "epoch"));
     assert_non_null (strstr (out.frames[0], "\"_meta\":{"));
     gw_rendered_fini (&out);
@@ -1167,6 +1265,7 @@ int main (void)
         cmocka_unit_test (test_user_message_fold),
         cmocka_unit_test (test_user_message_bad_blocks),
         cmocka_unit_test (test_agent_chunks_utf8),
+        cmocka_unit_test (test_text_fast_path),
         cmocka_unit_test (test_tool_call),
         cmocka_unit_test (test_tool_call_update),
         cmocka_unit_test (test_plan),
@@ -1185,5 +1284,8 @@ int main (void)
         cmocka_unit_test (test_config_options),
         cmocka_unit_test (test_records_and_time),
     };
-    return cmocka_run_group_tests (tests, s_setup, s_teardown);
+    //  Twice: with the text fast path, then every event through jansson.
+    int failed = cmocka_run_group_tests_name ("fast path", tests, s_setup, s_teardown);
+    return failed + cmocka_run_group_tests_name ("generic", tests, s_setup_generic,
+                                                 s_teardown);
 }
