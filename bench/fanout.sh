@@ -25,6 +25,11 @@
 #   BENCH_DIR=/mnt/disk        where the store's data goes (default /var/tmp)
 #   DURATION=10 WARMUP=2       seconds measured / not measured per run
 #   SYNC=os                    corral-store --store-sync (default full)
+#   SPLIT=1                    corral runs: the emitter also subscribes to the
+#                              session's PUB and prints emit -> publish (the
+#                              session + store share); a second subscriber
+#                              costs the session and the emitter CPU, so
+#                              the headline runs leave it off
 #
 # Every run prints one table row (fanout_load.mjs); details go to stderr.
 # Connections: every process here raises its descriptor limit to the hard
@@ -222,7 +227,7 @@ corral_run() { # S C R [extra fanout_load options]
         --sessions "$s" --clients "$c" --rate "$r" \
         --server-pid "$gw_pid,$session_pid,$store_pid" "$@" -- \
         "$emit" --worker-endpoint "$ep_worker" --session-endpoint "$ep_client" \
-        --events-endpoint "$ep_events" || true
+        ${SPLIT:+--events-endpoint "$ep_events"} || true
     stack_stop
 }
 

@@ -6,7 +6,12 @@
     is edge-like, so every wake-up drains while ZMQ_EVENTS has POLLIN, and
     a zmq_send on a socket may consume the signal of a message that
     arrived meanwhile, so every send schedules another drain (gw_bus_kick,
-    an lws timer at 0 us).  A drain that hits GW_DRAIN_MAX messages on one
+    an lws timer at 0 us).  A drain reads until EAGAIN rather than asking
+    ZMQ_EVENTS before each message: a non-blocking recv that finds nothing
+    processes the socket's pending commands just as ZMQ_EVENTS does (so
+    the fd is armed again), and one that finds a message costs no system
+    call, where every ZMQ_EVENTS query polls the socket's mailbox (that
+    was 8 % of the gateway's CPU at 20 000 events/s).  A drain that hits GW_DRAIN_MAX messages on one
     socket kicks again instead of starving the WebSocket side.
 
     Requests are pipelined with correlation ids; each keeps its encoded
@@ -343,18 +348,10 @@ static void on_event (gw_server_t *self, const void *topic, size_t tlen, const v
 
 /* ---- the drain -------------------------------------------------------- */
 
-static bool readable (void *sock)
-{
-    int events = 0;
-    size_t sz = sizeof events;
-    return zmq_getsockopt (sock, ZMQ_EVENTS, &events, &sz) == 0 && (events & ZMQ_POLLIN);
-}
-
 //  Returns true when the cap was hit (more may be waiting).
 static bool drain_dealer (gw_server_t *self, void *sock)
 {
     for (int n = 0; n < GW_DRAIN_MAX; n++) {
-        if (!readable (sock)) return false;
         zmq_msg_t msg;
         zmq_msg_init (&msg);
         if (zmq_msg_recv (&msg, sock, ZMQ_DONTWAIT) < 0) {
@@ -379,7 +376,6 @@ static bool drain_dealer (gw_server_t *self, void *sock)
 static bool drain_sub (gw_server_t *self)
 {
     for (int n = 0; n < GW_DRAIN_MAX; n++) {
-        if (!readable (self->sub)) return false;
         zmq_msg_t topic, body;
         zmq_msg_init (&topic);
         zmq_msg_init (&body);

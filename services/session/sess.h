@@ -41,7 +41,12 @@
 #include "proto.h"
 
 #define SESS_MAX_ROOTS         16
-#define SESS_APPEND_MAX        1024  //  events in one append request
+#define SESS_APPEND_MAX        1024  //  events of one session in one append
+#define SESS_APPEND_BYTES      (4u << 20) //  bytes of one session's append (>= 1 event)
+#define SESS_BATCH_SESSIONS    1024       //  sessions in one append batch
+#define SESS_BATCH_EVENTS      8192       //  events in one append batch
+#define SESS_BATCH_BYTES       (16u << 20) //  bytes in one append batch
+#define SESS_APPEND_BATCHES    1          //  append batches in flight
 #define SESS_QUEUE_MAX         65536 //  events buffered per session before refusing
 #define SESS_STORE_TIMEOUT     2000  //  ms before a store call is resent
 #define SESS_HEARTBEAT_MS      1000
@@ -160,6 +165,7 @@ struct sess_session {
     sess_event_t *queue_tail;
     size_t queued;
     uint64_t inflight_last; //  last seq of the append in flight, 0 if none
+    bool ready;             //  on the server's ready list (sess_spine_send)
     bool dirty;             //  the record changed: put it after the next ack
     bool put_inflight;
     //  turn
@@ -213,6 +219,11 @@ struct sess_server {
     int64_t last_tick_ms;
     struct sess_budget *budget; //  sess_budget.c's key usage, NULL until used
     bool ready;                 //  startup scan finished
+    //  the spine's append batches (sess_spine.c)
+    cm_uuid_t *ready_ids; //  sessions with events to append, oldest first
+    size_t nready, ready_cap;
+    uint32_t batches_inflight;
+    bool append_single; //  the store takes no batches: one append per session
     struct sess_policy *policy; //  sess_policy.c's state, NULL until used
 };
 
@@ -258,6 +269,8 @@ void sess_set_state (sess_server_t *self, sess_session_t *s, const char *state,
 //  Ask for the record to be stored after the next acknowledged append.
 void sess_mark_dirty (sess_server_t *self, sess_session_t *s);
 void sess_spine_flush (sess_server_t *self, sess_session_t *s);
+//  Send the ready sessions' events (end of each loop pass).
+void sess_spine_send (sess_server_t *self);
 
 /* ---- sess_sessions.c -------------------------------------------- */
 int sess_roots_init (sess_server_t *self, char *err, size_t errlen);

@@ -219,6 +219,8 @@ int sess_server_run (sess_config_t *cfg)
             sess_policy_tick (self, now);
             if (beat) spine_retry (self);
         }
+        //  Last: everything this pass made ready goes to the store at once.
+        sess_spine_send (self);
     }
     cm_info ("corral-session stopping");
     rc = 0;
@@ -234,6 +236,7 @@ done:
         cm_map_destroy (&self->sessions);
     }
     cm_map_destroy (&self->turns);
+    free (self->ready_ids);
     sess_store_fini (self);
     cm_zmq_close (&self->client);
     cm_zmq_close (&self->worker);

@@ -381,9 +381,10 @@ static int op_session_delete (op_ctx_t *ctx)
     return reply (ctx, PROTO_OK, NULL);
 }
 
-static int op_events_append (op_ctx_t *ctx)
+//  Store one session's events (see op_events_append); *last is the
+//  highest seq stored for it afterwards.  A refusal writes nothing.
+static int append_one (op_ctx_t *ctx, const proto_events_append_t *req, uint64_t *last)
 {
-    const proto_events_append_t *req = ctx->req->body;
     char sid[CM_UUID_STR_LEN];
     if (req->first_seq == 0) {
         snprintf (ctx->err, sizeof ctx->err, "first_seq must be 1 or more");
@@ -400,20 +401,19 @@ static int op_events_append (op_ctx_t *ctx)
             return req->events.items[i].size ? CM_E_TOO_LARGE : CM_E_INVALID;
         }
     }
-    uint64_t last;
-    int rc = last_seq (ctx, &req->session, &last);
+    int rc = last_seq (ctx, &req->session, last);
     if (rc) return rc;
-    if (req->first_seq > last + 1) {
+    if (req->first_seq > *last + 1) {
         snprintf (ctx->err, sizeof ctx->err,
                   "session %s: append at seq %llu, but the last stored seq is %llu; "
                   "resend from seq %llu",
                   cm_uuid_fmt (&req->session, sid), (unsigned long long)req->first_seq,
-                  (unsigned long long)last, (unsigned long long)last + 1);
+                  (unsigned long long)*last, (unsigned long long)*last + 1);
         return CM_E_GAP;
     }
     //  Events at or below `last` are already stored: acknowledged, not
     //  rewritten.  The rest go in key order through one cursor.
-    uint64_t skip = last + 1 - req->first_seq;
+    uint64_t skip = *last + 1 - req->first_seq;
     if (skip < req->events.count) {
         MDB_cursor *cur;
         if ((rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_EVENTS], &cur)))
@@ -428,10 +428,55 @@ static int op_events_append (op_ctx_t *ctx)
         }
         mdb_cursor_close (cur);
         if (rc) return poison (ctx, rc);
-        last = req->first_seq + req->events.count - 1;
+        *last = req->first_seq + req->events.count - 1;
     }
+    return 0;
+}
+
+static int op_events_append (op_ctx_t *ctx)
+{
+    const proto_events_append_t *req = ctx->req->body;
+    uint64_t last;
+    int rc = append_one (ctx, req, &last);
+    if (rc) return rc;
     proto_appended_t out = {.session = req->session, .last_seq = last};
     return reply (ctx, PROTO_APPENDED, &out);
+}
+
+//  Many sessions' appends in one request (the session service sends all
+//  it has ready while the previous batch commits): each runs as
+//  events.append would and gets its own result, so one session's gap
+//  refuses that session only.  An LMDB failure poisons the whole batch.
+static int op_events_append_batch (op_ctx_t *ctx)
+{
+    const proto_append_batch_t *req = ctx->req->body;
+    size_t n = req->appends.count;
+    proto_append_result_t *res = calloc (n ? n : 1, sizeof *res);
+    char **msgs = calloc (n ? n : 1, sizeof *msgs);
+    int rc = res && msgs ? 0 : CM_E_NOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const proto_events_append_t *a = &req->appends.items[i];
+        ctx->err[0] = 0;
+        uint64_t last = 0;
+        int code = append_one (ctx, a, &last);
+        if (ctx->poisoned) {
+            rc = code;
+            break;
+        }
+        res[i].session = a->session;
+        res[i].last_seq = code ? 0 : last;
+        res[i].code = code;
+        if (code)
+            res[i].message = msgs[i] = strdup (ctx->err[0] ? ctx->err : cm_strerror (code));
+    }
+    if (rc == 0) {
+        proto_appended_batch_t out = {.results = {res, n}};
+        rc = reply (ctx, PROTO_APPENDED_BATCH, &out);
+    }
+    for (size_t i = 0; msgs && i < n; i++) free (msgs[i]);
+    free (msgs);
+    free (res);
+    return rc;
 }
 
 static int op_events_range (op_ctx_t *ctx)
@@ -850,6 +895,7 @@ static const op_t s_ops[PROTO_MAX_TYPE] = {
     [PROTO_STORE_SESSION_LIST] = {op_session_list, false, false},
     [PROTO_STORE_SESSION_DELETE] = {op_session_delete, true, false},
     [PROTO_STORE_EVENTS_APPEND] = {op_events_append, true, false},
+    [PROTO_STORE_EVENTS_APPEND_BATCH] = {op_events_append_batch, true, false},
     [PROTO_STORE_EVENTS_RANGE] = {op_events_range, false, false},
     [PROTO_STORE_MESSAGES_PUT] = {op_messages_put, true, false},
     [PROTO_STORE_MESSAGES_GET] = {op_messages_get, false, false},

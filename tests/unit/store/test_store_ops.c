@@ -247,6 +247,70 @@ static void test_append_refuses_bad_events (void **state)
     free (big);
 }
 
+//  store.events.append_batch: many sessions' appends in one request, each
+//  answered as events.append would answer it, in order, one refusal
+//  touching only its own session.
+static void test_append_batch (void **state)
+{
+    fx_t *fx = *state;
+    cm_uuid_t a, b, c;
+    cm_uuid7 (&a);
+    cm_uuid7 (&b);
+    cm_uuid7 (&c);
+    assert_int_equal (append (fx, &b, 'B', 1, 2, 24), 2);
+
+    evs_t a1 = evs_make ('A', 1, 3, 24), b3 = evs_make ('B', 3, 2, 24);
+    evs_t c4 = evs_make ('C', 4, 1, 24), a4 = evs_make ('A', 4, 1, 24);
+    evs_t b1 = evs_make ('X', 1, 2, 24), big = evs_make ('A', 9, 1, 24);
+    big.items[0].size = STORE_MAX_EVENT + 1; //  refused before anything is read
+    proto_events_append_t apps[] = {
+        {.session = a, .first_seq = 1, .events = {a1.items, a1.count}},
+        {.session = b, .first_seq = 3, .events = {b3.items, b3.count}},
+        {.session = c, .first_seq = 4, .events = {c4.items, c4.count}}, //  gap
+        {.session = a, .first_seq = 4, .events = {a4.items, a4.count}}, //  after [0]
+        {.session = b, .first_seq = 1, .events = {b1.items, b1.count}}, //  a resend
+        {.session = a, .first_seq = 9, .events = {big.items, big.count}},
+    };
+    proto_append_batch_t req = {.appends = {apps, 6}};
+    proto_appended_batch_t *rep =
+        fx_call (fx, PROTO_STORE_EVENTS_APPEND_BATCH, &req, PROTO_APPENDED_BATCH);
+    big.items[0].size = 24;
+    assert_int_equal (rep->results.count, 6);
+    const proto_append_result_t *r = rep->results.items;
+    assert_memory_equal (r[0].session.b, a.b, 16);
+    assert_int_equal (r[0].code, 0);
+    assert_int_equal (r[0].last_seq, 3);
+    assert_int_equal (r[1].code, 0);
+    assert_int_equal (r[1].last_seq, 4);
+    assert_memory_equal (r[2].session.b, c.b, 16);
+    assert_int_equal (r[2].code, CM_E_GAP);
+    assert_non_null (strstr (r[2].message, "resend from seq 1"));
+    assert_int_equal (r[3].code, 0);
+    assert_int_equal (r[3].last_seq, 4);
+    assert_int_equal (r[4].code, 0); //  already stored: acknowledged, not rewritten
+    assert_int_equal (r[4].last_seq, 4);
+    assert_int_equal (r[5].code, CM_E_TOO_LARGE);
+    assert_int_equal (r[5].last_seq, 0);
+
+    proto_events_reply_t *range = fx_range (fx, &a, 0, 0);
+    assert_int_equal (range->events.count, 4);
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        assert_event (&range->events.items[seq - 1], 'A', seq, 24);
+    range = fx_range (fx, &b, 0, 0);
+    assert_int_equal (range->events.count, 4);
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        assert_event (&range->events.items[seq - 1], 'B', seq, 24);
+    assert_int_equal (fx_range (fx, &c, 0, 0)->events.count, 0);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_EVENTS), 8);
+
+    //  An empty batch is answered with no results.
+    proto_append_batch_t none = {0};
+    rep = fx_call (fx, PROTO_STORE_EVENTS_APPEND_BATCH, &none, PROTO_APPENDED_BATCH);
+    assert_int_equal (rep->results.count, 0);
+    evs_free (&a1), evs_free (&b3), evs_free (&c4), evs_free (&a4), evs_free (&b1);
+    evs_free (&big);
+}
+
 static void test_sessions_interleaved (void **state)
 {
     fx_t *fx = *state;
@@ -1299,6 +1363,7 @@ int main (void)
         T (test_append_resend_is_idempotent),
         T (test_append_gap_refused),
         T (test_append_refuses_bad_events),
+        T (test_append_batch),
         T (test_sessions_interleaved),
         T (test_range_after_and_limit),
         T (test_range_limit_clamped),
