@@ -1010,13 +1010,27 @@ static void s_put_json_str (cm_strbuf_t *b, const char *s, size_t n)
         char esc[7] = {'\\', 0};
         size_t elen = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             memcpy (esc + 1, "u00", 3);
             esc[4] = hex[c >> 4];
@@ -1034,8 +1048,7 @@ static void s_put_int (cm_strbuf_t *b, int64_t v)
 {
     char text[24], *q = text + sizeof text;
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do
-        *--q = (char)('0' + u % 10);
+    do *--q = (char)('0' + u % 10);
     while (u /= 10);
     if (v < 0) *--q = '-';
     cm_strbuf_put (b, q, (size_t)(text + sizeof text - q));

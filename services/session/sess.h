@@ -41,14 +41,14 @@
 #include "proto.h"
 
 #define SESS_MAX_ROOTS         16
-#define SESS_APPEND_MAX        1024  //  events of one session in one append
-#define SESS_APPEND_BYTES      (4u << 20) //  bytes of one session's append (>= 1 event)
-#define SESS_BATCH_SESSIONS    1024       //  sessions in one append batch
-#define SESS_BATCH_EVENTS      8192       //  events in one append batch
+#define SESS_APPEND_MAX        1024        //  events of one session in one append
+#define SESS_APPEND_BYTES      (4u << 20)  //  bytes of one session's append (>= 1 event)
+#define SESS_BATCH_SESSIONS    1024        //  sessions in one append batch
+#define SESS_BATCH_EVENTS      8192        //  events in one append batch
 #define SESS_BATCH_BYTES       (16u << 20) //  bytes in one append batch
-#define SESS_APPEND_BATCHES    1          //  append batches in flight
-#define SESS_QUEUE_MAX         65536 //  events buffered per session before refusing
-#define SESS_STORE_TIMEOUT     2000  //  ms before a store call is resent
+#define SESS_APPEND_BATCHES    1           //  append batches in flight
+#define SESS_QUEUE_MAX         65536       //  events buffered per session before refusing
+#define SESS_STORE_TIMEOUT     2000        //  ms before a store call is resent
 #define SESS_HEARTBEAT_MS      1000
 #define SESS_HEARTBEAT_DEAD_MS 2500 //  silence after which a worker is dead
 //  Why 2.5 s and not 3 x 1 s: a turn of a killed worker must end within
@@ -223,7 +223,7 @@ struct sess_server {
     cm_uuid_t *ready_ids; //  sessions with events to append, oldest first
     size_t nready, ready_cap;
     uint32_t batches_inflight;
-    bool append_single; //  the store takes no batches: one append per session
+    bool append_single;         //  the store takes no batches: one append per session
     struct sess_policy *policy; //  sess_policy.c's state, NULL until used
 };
 

@@ -253,7 +253,8 @@ void sess_spine_send (sess_server_t *self)
            !self->append_single) {
         //  Whole sessions from the front of the ready list, up to the
         //  batch limits; the rest stay ready for the next batch.
-        size_t want = self->nready < SESS_BATCH_SESSIONS ? self->nready : SESS_BATCH_SESSIONS;
+        size_t want =
+            self->nready < SESS_BATCH_SESSIONS ? self->nready : SESS_BATCH_SESSIONS;
         proto_events_append_t *apps = calloc (want, sizeof *apps);
         batch_arg_t *arg = malloc (sizeof *arg + want * sizeof (cm_uuid_t));
         proto_bin_t *items = malloc (SESS_BATCH_EVENTS * sizeof *items);
@@ -274,21 +275,24 @@ void sess_spine_send (sess_server_t *self)
                 break; //  this one might not fit: next batch
             size_t size;
             size_t n = take_events (s, items + nitems, &size);
-            apps[napps] = (proto_events_append_t){
-                .session = s->rec.id, .first_seq = s->queue->seq, .events = {items + nitems, n}};
+            apps[napps] = (proto_events_append_t){.session = s->rec.id,
+                                                  .first_seq = s->queue->seq,
+                                                  .events = {items + nitems, n}};
             arg->ids[napps++] = s->rec.id;
             s->inflight_last = s->queue->seq + n - 1;
             s->ready = false;
             nitems += n;
             bytes += size;
         }
-        memmove (self->ready_ids, self->ready_ids + taken, (self->nready - taken) * sizeof *self->ready_ids);
+        memmove (self->ready_ids, self->ready_ids + taken,
+                 (self->nready - taken) * sizeof *self->ready_ids);
         self->nready -= taken;
         arg->count = napps;
         int rc = 0;
         if (napps) {
             proto_append_batch_t req = {.appends = {apps, napps}};
-            rc = sess_store_call (self, PROTO_STORE_EVENTS_APPEND_BATCH, &req, on_batch, arg);
+            rc = sess_store_call (self, PROTO_STORE_EVENTS_APPEND_BATCH, &req, on_batch,
+                                  arg);
         }
         free (apps);
         free (items);
@@ -394,8 +398,9 @@ static void on_batch (sess_server_t *self, void *arg, int rc, proto_msg_t *reply
             continue;
         }
         const proto_append_result_t *r = &ack->results.items[i];
-        int code = r->code == 0 ? 0 : r->code < 0 && r->code > -1000 ? (int)r->code
-                                                                     : CM_E_INTERNAL;
+        int code = r->code == 0                     ? 0
+                   : r->code < 0 && r->code > -1000 ? (int)r->code
+                                                    : CM_E_INTERNAL;
         if (memcmp (r->session.b, s->rec.id.b, 16) != 0) code = CM_E_INVALID;
         if (code && r->message) cm_error ("store: %s", r->message);
         acked (self, s, code, r->last_seq);

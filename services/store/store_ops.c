@@ -467,7 +467,8 @@ static int op_events_append_batch (op_ctx_t *ctx)
         res[i].last_seq = code ? 0 : last;
         res[i].code = code;
         if (code)
-            res[i].message = msgs[i] = strdup (ctx->err[0] ? ctx->err : cm_strerror (code));
+            res[i].message = msgs[i] =
+                strdup (ctx->err[0] ? ctx->err : cm_strerror (code));
     }
     if (rc == 0) {
         proto_appended_batch_t out = {.results = {res, n}};

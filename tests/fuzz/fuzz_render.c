@@ -35,7 +35,8 @@ static void s_check_frame (const char *text, uint64_t seq)
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     if (!s_render) s_render = gw_render_new ();
-    if (!s_generic && (s_generic = gw_render_new ())) gw_render_set_generic (s_generic, true);
+    if (!s_generic && (s_generic = gw_render_new ()))
+        gw_render_set_generic (s_generic, true);
     if (!s_render || !s_generic) abort ();
     gw_rendered_t out;
     if (gw_render_event (s_render, data, size, "01a200d9-aaa9-7000-9434-62849d342a27",
@@ -48,8 +49,8 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     json_decref (rest);
     if (out.type == PROTO_EV_AGENT_MESSAGE || out.type == PROTO_EV_AGENT_THOUGHT) {
         gw_rendered_t slow;
-        if (gw_render_event (s_generic, data, size, "01a200d9-aaa9-7000-9434-62849d342a27",
-                             &slow))
+        if (gw_render_event (s_generic, data, size,
+                             "01a200d9-aaa9-7000-9434-62849d342a27", &slow))
             abort ();
         if (slow.nframes != out.nframes || strcmp (slow.frames[0], out.frames[0]) ||
             strcmp (slow.rest, out.rest))

@@ -459,9 +459,11 @@ static void s_fast_vs_generic (proto_type_t type, const proto_ev_text_t *ev,
     s_encode (&buf, type, ev);
     gw_rendered_t fast, slow;
     gw_render_set_generic (s_render_obj, false);
-    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &fast), 0);
+    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &fast),
+                      0);
     gw_render_set_generic (s_render_obj, true);
-    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &slow), 0);
+    assert_int_equal (gw_render_event (s_render_obj, buf.data, buf.size, epoch, &slow),
+                      0);
     gw_render_set_generic (s_render_obj, s_generic);
     proto_buf_fini (&buf);
     assert_int_equal (fast.nframes, 1);
@@ -489,8 +491,10 @@ static void test_text_fast_path (void **state)
         "plain words, and some more",
         "quote \" backslash \\ slash / tab \t nl \n cr \r bs \b ff \f del \x7f",
         "\x01\x02\x1f\x1e",
-        "h\xc3\xa9llo \xf0\x9f\x90\x84 \xe2\x80\x94 \xe2\x80\xa8 \xe2\x80\xa9 \xef\xbb\xbf",
-        "a\xff" "b\xc3(\xed\xa0\x80z\xf0\x9f",
+        "h\xc3\xa9llo \xf0\x9f\x90\x84 \xe2\x80\x94 \xe2\x80\xa8 \xe2\x80\xa9 "
+        "\xef\xbb\xbf",
+        "a\xff"
+        "b\xc3(\xed\xa0\x80z\xf0\x9f",
         "\xc0\x80 \xe0\x80\xaf \xf4\x90\x80\x80 \xf8\x88\x80\x80\x80 \xc3",
         "<script>alert(1)</script> \\u0000",
     };
@@ -499,8 +503,8 @@ static void test_text_fast_path (void **state)
         s_fast_vs_generic (PROTO_EV_AGENT_MESSAGE, &ev, S_EPOCH);
         s_fast_vs_generic (PROTO_EV_AGENT_THOUGHT, &ev, NULL);
         s_fast_vs_generic (PROTO_EV_AGENT_THOUGHT, &ev, "e\xff\"");
-        proto_ev_text_t no_turn = {.session = s_session, .seq = UINT64_MAX, .ts = -5,
-                                   .text = texts[i]};
+        proto_ev_text_t no_turn = {
+            .session = s_session, .seq = UINT64_MAX, .ts = -5, .text = texts[i]};
         s_fast_vs_generic (PROTO_EV_AGENT_MESSAGE, &no_turn, S_EPOCH);
     }
     //  Random bytes, mostly ASCII with high bytes and controls mixed in.
@@ -515,10 +519,13 @@ static void test_text_fast_path (void **state)
             text[i] = c ? c : 'z';
         }
         text[n] = 0;
-        proto_ev_text_t ev = {.session = s_session, .seq = (uint64_t)round,
-                              .ts = (int64_t)x - 7, .turn = s_turn, .text = text};
-        s_fast_vs_generic (round & 1 ? PROTO_EV_AGENT_THOUGHT : PROTO_EV_AGENT_MESSAGE, &ev,
-                           round & 2 ? S_EPOCH : NULL);
+        proto_ev_text_t ev = {.session = s_session,
+                              .seq = (uint64_t)round,
+                              .ts = (int64_t)x - 7,
+                              .turn = s_turn,
+                              .text = text};
+        s_fast_vs_generic (round & 1 ? PROTO_EV_AGENT_THOUGHT : PROTO_EV_AGENT_MESSAGE,
+                           &ev, round & 2 ? S_EPOCH : NULL);
     }
 }
 
@@ -1286,6 +1293,6 @@ int main (void)
     };
     //  Twice: with the text fast path, then every event through jansson.
     int failed = cmocka_run_group_tests_name ("fast path", tests, s_setup, s_teardown);
-    return failed + cmocka_run_group_tests_name ("generic", tests, s_setup_generic,
-                                                 s_teardown);
+    return failed +
+           cmocka_run_group_tests_name ("generic", tests, s_setup_generic, s_teardown);
 }
