@@ -261,8 +261,8 @@ static void test_append_batch (void **state)
 
     evs_t a1 = evs_make ('A', 1, 3, 24), b3 = evs_make ('B', 3, 2, 24);
     evs_t c4 = evs_make ('C', 4, 1, 24), a4 = evs_make ('A', 4, 1, 24);
-    evs_t b1 = evs_make ('X', 1, 2, 24), big = evs_make ('A', 9, 1, 24);
-    big.items[0].size = STORE_MAX_EVENT + 1; //  refused before anything is read
+    evs_t b1 = evs_make ('X', 1, 2, 24);
+    evs_t big = evs_make ('A', 9, 1, STORE_MAX_EVENT + 1); //  one byte too many
     proto_events_append_t apps[] = {
         {.session = a, .first_seq = 1, .events = {a1.items, a1.count}},
         {.session = b, .first_seq = 3, .events = {b3.items, b3.count}},
@@ -274,7 +274,6 @@ static void test_append_batch (void **state)
     proto_append_batch_t req = {.appends = {apps, 6}};
     proto_appended_batch_t *rep =
         fx_call (fx, PROTO_STORE_EVENTS_APPEND_BATCH, &req, PROTO_APPENDED_BATCH);
-    big.items[0].size = 24;
     assert_int_equal (rep->results.count, 6);
     const proto_append_result_t *r = rep->results.items;
     assert_memory_equal (r[0].session.b, a.b, 16);
