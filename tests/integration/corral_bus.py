@@ -126,6 +126,17 @@ class Worker:
         self.s.close(0)
 
 
+def session_new_when_ready(client, body, timeout=10.0):
+    """session.new, retried while the session service answers an error: it
+    answers "starting" until its startup scan ends.  Returns the last reply."""
+    deadline = time.time() + timeout
+    while True:
+        r = client.call(SESSION_NEW, body)
+        if r[1] != ERROR or time.time() > deadline:
+            return r
+        time.sleep(0.1)
+
+
 def user(text):
     return json.dumps({"role": "user", "content": [{"type": "text", "text": text}]})
 

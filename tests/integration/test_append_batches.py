@@ -114,12 +114,7 @@ def main():
         sub.setsockopt(zmq.SUBSCRIBE, b"s/")
         time.sleep(0.5)  # the subscription reaches the PUB before anything is published
 
-        deadline = time.time() + 10
-        while True:
-            r = client.call(SESSION_NEW, {"tenant": "t1", "cwd": "a"})
-            if r[1] != ERROR or time.time() > deadline:
-                break
-            time.sleep(0.1)
+        r = session_new_when_ready(client, {"tenant": "t1", "cwd": "a"})
         check(r[1] == SESSION, "session.new through the proxy")
         sids = [r[3]["session"]["id"]]
         for cwd in ("b", "c"):

@@ -134,13 +134,8 @@ def main():
                 seen.append(unpack(sub.recv_multipart()[1]))
 
         def new_session(cwd, tenant="t1"):
-            deadline = time.time() + 10
-            while True:
-                r = client.call(SESSION_NEW, {"tenant": tenant, "cwd": cwd, "mode": "auto",
-                                              "backend": "openai", "model": "fake"})
-                if r[1] == SESSION or time.time() > deadline:
-                    break
-                time.sleep(0.1)
+            r = session_new_when_ready(client, {"tenant": tenant, "cwd": cwd, "mode": "auto",
+                                                "backend": "openai", "model": "fake"})
             check(r[1] == SESSION, "a session in %s" % cwd)
             return r[3]["session"]
 

@@ -88,13 +88,8 @@ def main():
                 seen.append((time.time(), unpack(sub.recv_multipart()[1])))
 
         def new_session(cwd, mode="auto"):
-            deadline = time.time() + 10
-            while True:
-                r = client.call(SESSION_NEW, {"tenant": "t1", "cwd": cwd, "mode": mode,
-                                              "backend": "openai", "model": "fake"})
-                if r[1] == SESSION or time.time() > deadline:
-                    break
-                time.sleep(0.1)
+            r = session_new_when_ready(client, {"tenant": "t1", "cwd": cwd, "mode": mode,
+                                                "backend": "openai", "model": "fake"})
             check(r[1] == SESSION, "a session in %s" % cwd)
             return r[3]["session"]["id"]
 

@@ -55,12 +55,7 @@ def main():
         sub.setsockopt(zmq.SUBSCRIBE, b"s/")
 
         # The session service answers "starting" until its scan is done.
-        deadline = time.time() + 10
-        while True:
-            r = client.call(SESSION_NEW, {"tenant": "t1", "cwd": "proj/a"})
-            if r[1] != ERROR or time.time() > deadline:
-                break
-            time.sleep(0.1)
+        r = session_new_when_ready(client, {"tenant": "t1", "cwd": "proj/a"})
         check(r[1] == SESSION, "session.new answers a session")
         rec = r[3]["session"]
         sid = rec["id"]
