@@ -223,6 +223,8 @@ struct sess_server {
     cm_uuid_t *ready_ids; //  sessions with events to append, oldest first
     size_t nready, ready_cap;
     uint32_t batches_inflight;
+    proto_bin_t *batch_items;          //  scratch: SESS_BATCH_EVENTS items
+    proto_events_append_t *batch_apps; //  scratch: SESS_BATCH_SESSIONS appends
     bool append_single;         //  the store takes no batches: one append per session
     struct sess_policy *policy; //  sess_policy.c's state, NULL until used
 };

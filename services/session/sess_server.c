@@ -237,6 +237,8 @@ done:
     }
     cm_map_destroy (&self->turns);
     free (self->ready_ids);
+    free (self->batch_items);
+    free (self->batch_apps);
     sess_store_fini (self);
     cm_zmq_close (&self->client);
     cm_zmq_close (&self->worker);

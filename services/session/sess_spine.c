@@ -255,11 +255,17 @@ void sess_spine_send (sess_server_t *self)
         //  batch limits; the rest stay ready for the next batch.
         size_t want =
             self->nready < SESS_BATCH_SESSIONS ? self->nready : SESS_BATCH_SESSIONS;
-        proto_events_append_t *apps = calloc (want, sizeof *apps);
+        //  The request's arrays are scratch kept for the next batch (128
+        //  KiB of items would be an mmap and munmap per batch otherwise).
+        if (!self->batch_items) {
+            self->batch_items = malloc (SESS_BATCH_EVENTS * sizeof *self->batch_items);
+            self->batch_apps = malloc (SESS_BATCH_SESSIONS * sizeof *self->batch_apps);
+        }
+        proto_bin_t *items = self->batch_items;
+        proto_events_append_t *apps = self->batch_apps;
         batch_arg_t *arg = malloc (sizeof *arg + want * sizeof (cm_uuid_t));
-        proto_bin_t *items = malloc (SESS_BATCH_EVENTS * sizeof *items);
         if (!apps || !arg || !items) {
-            free (apps), free (arg), free (items);
+            free (arg);
             return; //  the ready list stays; the next pass tries again
         }
         size_t taken = 0, napps = 0, nitems = 0, bytes = 0;
@@ -294,15 +300,13 @@ void sess_spine_send (sess_server_t *self)
             rc = sess_store_call (self, PROTO_STORE_EVENTS_APPEND_BATCH, &req, on_batch,
                                   arg);
         }
-        free (apps);
-        free (items);
         if (!napps) {
             free (arg);
             continue;
         }
         if (rc) {
-            //  Not sent (encoding failed, out of memory): the sessions go
-            //  back to ready, and the retry tick sends them again.
+            //  Not sent (encoding failed, out of memory): the sessions may
+            //  append again; their next event or the retry tick sends them.
             for (size_t i = 0; i < napps; i++) {
                 sess_session_t *s = sess_lookup (self, &arg->ids[i]);
                 if (s) s->inflight_last = 0;
