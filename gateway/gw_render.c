@@ -1054,13 +1054,6 @@ static void s_put_int (cm_strbuf_t *b, int64_t v)
     cm_strbuf_put (b, q, (size_t)(text + sizeof text - q));
 }
 
-static void s_put_key (cm_strbuf_t *b, const char *key)
-{
-    cm_strbuf_put (b, "\"", 1);
-    cm_strbuf_puts (b, key);
-    cm_strbuf_put (b, "\":", 2);
-}
-
 static void s_put_uuid (cm_strbuf_t *b, const cm_uuid_t *id)
 {
     char text[CM_UUID_STR_LEN];
@@ -1077,21 +1070,26 @@ static int s_fast_text (const proto_msg_t *msg, const char *epoch, gw_rendered_t
     if (!ev || !ev->text) return CM_E_INTERNAL;
     const char *kind = msg->type == PROTO_EV_AGENT_THOUGHT ? "agent_thought_chunk"
                                                            : "agent_message_chunk";
-    size_t tlen = strlen (ev->text);
     int64_t seq = out->seq > INT64_MAX ? INT64_MAX : (int64_t)out->seq;
-    cm_strbuf_t b = {0};
+    //  The text and the epoch go in both texts: escaped once each.
+    cm_strbuf_t text = {0}, ep = {0}, b = {0};
+    s_put_json_str (&text, ev->text, strlen (ev->text));
+    if (epoch) s_put_json_str (&ep, epoch, strlen (epoch));
+    int rc = CM_E_NOMEM;
+    if (text.oom || ep.oom) goto done;
+
     cm_strbuf_puts (&b, "{\"jsonrpc\":\"2.0\",\"method\":\"" GW_RENDER_METHOD_UPDATE
                         "\",\"params\":{\"sessionId\":");
     s_put_uuid (&b, &out->session);
     cm_strbuf_puts (&b, ",\"update\":{\"sessionUpdate\":\"");
     cm_strbuf_puts (&b, kind);
     cm_strbuf_puts (&b, "\",\"content\":{\"type\":\"text\",\"text\":");
-    s_put_json_str (&b, ev->text, tlen);
+    cm_strbuf_put (&b, text.p, text.len);
     cm_strbuf_puts (&b, "}},\"_meta\":{\"seq\":");
     s_put_int (&b, seq);
     if (epoch) {
         cm_strbuf_puts (&b, ",\"epoch\":");
-        s_put_json_str (&b, epoch, strlen (epoch));
+        cm_strbuf_put (&b, ep.p, ep.len);
     }
     cm_strbuf_puts (&b, ",\"ts\":");
     s_put_int (&b, out->ts);
@@ -1100,7 +1098,7 @@ static int s_fast_text (const proto_msg_t *msg, const char *epoch, gw_rendered_t
         s_put_uuid (&b, &out->turn);
     }
     cm_strbuf_puts (&b, "}}}");
-    if (!(out->frames[0] = cm_strbuf_take (&b))) return CM_E_NOMEM;
+    if (!(out->frames[0] = cm_strbuf_take (&b))) goto done;
     out->nframes = 1;
 
     cm_strbuf_puts (&b, "{\"seq\":");
@@ -1109,7 +1107,7 @@ static int s_fast_text (const proto_msg_t *msg, const char *epoch, gw_rendered_t
     s_put_int (&b, out->ts);
     if (epoch) {
         cm_strbuf_puts (&b, ",\"epoch\":");
-        s_put_json_str (&b, epoch, strlen (epoch));
+        cm_strbuf_put (&b, ep.p, ep.len);
     }
     cm_strbuf_puts (&b, ",\"sessionId\":");
     s_put_uuid (&b, &out->session);
@@ -1119,12 +1117,14 @@ static int s_fast_text (const proto_msg_t *msg, const char *epoch, gw_rendered_t
     }
     cm_strbuf_puts (&b, ",\"kind\":\"");
     cm_strbuf_puts (&b, out->kind);
-    cm_strbuf_puts (&b, "\",");
-    s_put_key (&b, "text");
-    s_put_json_str (&b, ev->text, tlen);
+    cm_strbuf_puts (&b, "\",\"text\":");
+    cm_strbuf_put (&b, text.p, text.len);
     cm_strbuf_puts (&b, "}");
-    if (!(out->rest = cm_strbuf_take (&b))) return CM_E_NOMEM;
-    return 0;
+    if ((out->rest = cm_strbuf_take (&b))) rc = 0;
+done:
+    cm_strbuf_free (&text);
+    cm_strbuf_free (&ep);
+    return rc;
 }
 
 gw_render_t *gw_render_new (void)
