@@ -126,6 +126,15 @@ class Worker:
         self.s.close(0)
 
 
+def subscribe_events(ep):
+    """A SUB on the session service's event PUB, every session's topic."""
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.connect(ep)
+    sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+    return sub
+
+
 def session_new_when_ready(client, body, timeout=10.0):
     """session.new, retried while the session service answers an error: it
     answers "starting" until its startup scan ends.  Returns the last reply."""

@@ -108,10 +108,7 @@ def main():
                           "--monitor-in-endpoint", "ipc://%s/mon.sock" % tmp])
         client = Client(ep["client"])
         store = Client(ep["store"])
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.connect(ep["events"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        sub = subscribe_events(ep["events"])
         time.sleep(0.5)  # the subscription reaches the PUB before anything is published
 
         r = session_new_when_ready(client, {"tenant": "t1", "cwd": "a"})

@@ -123,10 +123,7 @@ def main():
         svc.start("worker1", worker_args)
         client = Client(svc.ep["client"])
         store = Client(svc.ep["store"])
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.connect(svc.ep["events"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        sub = subscribe_events(svc.ep["events"])
         seen = []
 
         def pump_sub():

@@ -77,10 +77,7 @@ def main():
         svc.start("worker1", ["--openai-base-url", base + "/v1", "--openai-api-key", KEY,
                               "--model-stall", "60s", "--max-model-calls", "200"])
         client = Client(svc.ep["client"])
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.connect(svc.ep["events"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        sub = subscribe_events(svc.ep["events"])
         seen = []  # (arrival time, [v, type, corr, body]) of every event
 
         def pump():

@@ -49,10 +49,7 @@ def main():
         start("session")
         client = Client(ep["client"])
         store = Client(ep["store"])
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.connect(ep["events"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        sub = subscribe_events(ep["events"])
 
         # The session service answers "starting" until its scan is done.
         r = session_new_when_ready(client, {"tenant": "t1", "cwd": "proj/a"})

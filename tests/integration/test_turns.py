@@ -90,10 +90,7 @@ def main():
         svc.start("worker1", worker_args)
         client = Client(svc.ep["client"])
         store = Client(svc.ep["store"])
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.connect(svc.ep["events"])
-        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        sub = subscribe_events(svc.ep["events"])
 
         def new_session(mode="ask", cwd="proj"):
             deadline = time.time() + 10
