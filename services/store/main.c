@@ -10,7 +10,7 @@
 
 typedef struct {
     char *data_dir, *endpoint, *sync, *log_level, *backup, *monitor_in;
-    int64_t map_size, map_max, batch_max, batch_window;
+    int64_t map_size, map_max, batch_max, batch_window, journal_keep;
 } config_t;
 
 #define OPT(name, type, field, def, help, min, max, choices)                        \
@@ -35,6 +35,10 @@ static const cm_cfg_opt_t s_opts[] = {
          "requests in one group commit at most", 1, 65536, NULL),
     OPT ("store-batch-window", CM_CFG_MS, batch_window, "2ms",
          "time spent collecting one group commit at most", 0, 1000, NULL),
+    OPT ("store-journal-keep", CM_CFG_INT, journal_keep, "16384",
+         "new events kept in the journal before they are folded into the per-session "
+         "layout; 0 folds at every commit (docs/architecture.md)",
+         0, 1 << 24, NULL),
     OPT ("monitor-in-endpoint", CM_CFG_ENDPOINT, monitor_in, "tcp://127.0.0.1:7705",
          "corral-monitor's heartbeat input (PUB, connect; a missing monitor is fine)", 0,
          0, NULL),
@@ -68,7 +72,8 @@ int main (int argc, char **argv)
                          .sync = cfg.sync[0] == 'o' ? STORE_SYNC_OS : STORE_SYNC_FULL,
                          .map_size = (uint64_t)cfg.map_size,
                          .map_max = (uint64_t)cfg.map_max,
-                         .read_only = cfg.backup != NULL};
+                         .read_only = cfg.backup != NULL,
+                         .journal_keep = (uint64_t)cfg.journal_keep};
     store_t *store = store_open (&opts, err, sizeof err);
     if (!store) {
         cm_error ("%s", err);

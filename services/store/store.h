@@ -4,6 +4,9 @@
       store_env.c     open the environment and its named databases, schema
                       version and migrations, the store epoch, map growth,
                       hot backup, statistics;
+      store_journal.c new events in arrival order (the journal), folded
+                      into `events` a session at a time, and the index of
+                      what is still in the journal;
       store_ops.c     one handler per store-API message, run inside a write
                       transaction; store_batch() runs a group of requests
                       in ONE transaction and commits it (group commit);
@@ -28,7 +31,7 @@
 #include "proto.h"
 #include "proto_beat.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_MAX_EVENT      (1u << 20) //  bytes in one stored event
 #define STORE_RANGE_DEFAULT  1000
 #define STORE_RANGE_MAX      10000
@@ -55,6 +58,9 @@ typedef struct {
     uint64_t map_size; //  initial map size, bytes
     uint64_t map_max;  //  growth stops here: writes then fail CM_E_FULL
     bool read_only;    //  open for reading (backup tool)
+    //  Events left in the journal before folding starts (store_journal.c);
+    //  0 folds everything at every commit.
+    uint64_t journal_keep;
 } store_opts_t;
 
 typedef enum {
@@ -68,8 +74,31 @@ typedef enum {
     STORE_DB_USAGE,
     STORE_DB_USAGE_APPLIED, //  usage.add ids applied (schema 2)
     STORE_DB_META,
+    STORE_DB_JOURNAL, //  new events in arrival order (schema 3)
     STORE_DB_COUNT
 } store_db_t;
+
+typedef struct store_jsess store_jsess_t;
+typedef struct cm_map cm_map_t;
+
+//  The journal's in-memory index and the open transaction's undo log
+//  (store_journal.c).
+typedef struct {
+    cm_map_t *sessions; //  session id -> store_jsess_t, events not yet folded
+    uint64_t next_jid;
+    uint64_t unfolded; //  events in the journal not yet in `events`
+    uint64_t folded;   //  events folded since open
+    uint64_t folds;    //  fold steps since open
+    //  the open write transaction
+    uint64_t stamp;
+    uint64_t appended; //  events it appended
+    MDB_cursor *cur;   //  its append cursor
+    struct undo *undo;
+    size_t undo_n, undo_cap;
+    uint64_t txn_next_jid, txn_unfolded, txn_folded, txn_folds;
+    char *copy; //  one event, copied out while folding
+    size_t copy_cap;
+} store_journal_t;
 
 typedef struct store {
     MDB_env *env;
@@ -77,7 +106,7 @@ typedef struct store {
     store_opts_t opts;
     char *path; //  <data_dir>/store
     char epoch[CM_UUID_STR_LEN];
-    bool no_applied;   //  read-only schema 1 store: no usage_applied database
+    unsigned missing;  //  read-only old store: bit per database it lacks
     uint64_t map_size; //  current
     //  statistics
     uint64_t commits;
@@ -90,7 +119,21 @@ typedef struct store {
     //  scratch reused across requests (no allocation per request)
     proto_msg_t rec_msg;
     proto_buf_t scratch;
+    store_journal_t journal;
 } store_t;
+
+//  Keys are big-endian so LMDB's byte order is numeric order.
+static inline void store_put_be64 (uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+static inline uint64_t store_get_be64 (const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+}
 
 /* ---- store_env.c ------------------------------------------------ */
 
@@ -129,6 +172,46 @@ void store_sync (store_t *self);
 
 //  Map an LMDB return code to a cm error code.
 int store_mdb_err (int mdb_rc);
+
+/* ---- store_journal.c -------------------------------------------- */
+
+//  Read the journal and build its index (store_open, read-write only).
+//  CM_E_CORRUPT with a message in err if an entry is damaged or out of
+//  order.
+int store_journal_load (store_t *self, MDB_txn *txn, char *err, size_t errlen);
+void store_journal_free (store_t *self);
+
+//  Bracket every write transaction: begin after mdb_txn_begin, end after
+//  its commit (committed = true) or abort (the index is rolled back).
+void store_journal_begin (store_t *self);
+void store_journal_end (store_t *self, bool committed);
+
+//  Highest seq stored for a session, journal or `events` (0 if none).
+//  Returns 0 or an LMDB code.
+int store_last_seq (store_t *self, MDB_txn *txn, const cm_uuid_t *session, uint64_t *out);
+
+//  The seqs of session still in the journal: true with [first, last], or
+//  false if none (everything stored is in `events`).
+bool store_journal_span (store_t *self, const cm_uuid_t *session, uint64_t *first,
+                         uint64_t *last);
+
+//  The event at seq, which must be in the journal span.  out points into
+//  the map: valid until the next write in txn.  0 or an LMDB code
+//  (MDB_CORRUPTED if the entry is not what the index says).
+int store_journal_event (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
+                         uint64_t seq, MDB_val *out);
+
+//  Append one event at seq = the session's last seq + 1.  0 or an LMDB
+//  code / ENOMEM; on failure the transaction must be aborted.
+int store_journal_append (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
+                          uint64_t seq, const void *data, size_t size);
+
+//  Delete every journaled event of session (session.delete).
+int store_journal_drop (store_t *self, MDB_txn *txn, const cm_uuid_t *session);
+
+//  Before committing a transaction that wrote: fold and trim (see the
+//  file's header).  0 or an LMDB code / ENOMEM.
+int store_journal_fold (store_t *self, MDB_txn *txn);
 
 /* ---- store_ops.c ------------------------------------------------ */
 

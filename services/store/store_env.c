@@ -33,6 +33,7 @@ const char *const store_db_names[STORE_DB_COUNT] = {
     [STORE_DB_USAGE] = "usage",
     [STORE_DB_USAGE_APPLIED] = "usage_applied",
     [STORE_DB_META] = "meta",
+    [STORE_DB_JOURNAL] = "journal",
 };
 
 /*  Schema 1 -> 2: the `usage_applied` database (usage.add idempotency ids)
@@ -44,6 +45,16 @@ static int migrate_1_usage_applied (store_t *self, MDB_txn *txn)
     return store_mdb_err (mdb_stat (txn, self->dbi[STORE_DB_USAGE_APPLIED], &st));
 }
 
+/*  Schema 2 -> 3: the `journal` database (store_journal.c) is new.  It is
+    created empty, and empty is right: every older event is in `events`.
+    An older build must not open a schema 3 store, because it would not
+    see the events still in the journal.  */
+static int migrate_2_journal (store_t *self, MDB_txn *txn)
+{
+    MDB_stat st;
+    return store_mdb_err (mdb_stat (txn, self->dbi[STORE_DB_JOURNAL], &st));
+}
+
 /*  Migration hook: entry i brings schema `from` to `from + 1`; a layout
     change adds a function here and bumps STORE_SCHEMA_VERSION.  */
 typedef int (*store_migrate_fn) (store_t *self, MDB_txn *txn);
@@ -53,6 +64,7 @@ static const struct {
     const char *what;
 } s_migrations[] = {
     {1, migrate_1_usage_applied, "add the usage_applied database"},
+    {2, migrate_2_journal, "add the journal database"},
     {0, NULL, NULL}, //  sentinel
 };
 
@@ -248,11 +260,12 @@ store_t *store_open (const store_opts_t *opts, char *err, size_t errlen)
     for (int db = 0; db < STORE_DB_COUNT; db++) {
         rc = mdb_dbi_open (txn, store_db_names[db], opts->read_only ? 0 : MDB_CREATE,
                            &self->dbi[db]);
-        if (rc == MDB_NOTFOUND && db == STORE_DB_USAGE_APPLIED) {
-            //  A schema 1 store opened read-only (a backup): nothing reads
-            //  this database there; stats count it as empty.
-            self->dbi[db] = self->dbi[STORE_DB_USAGE];
-            self->no_applied = true;
+        if (rc == MDB_NOTFOUND && opts->read_only &&
+            (db == STORE_DB_USAGE_APPLIED || db == STORE_DB_JOURNAL)) {
+            //  An older store opened read-only (a backup): nothing reads
+            //  these databases there; stats count them as empty.
+            self->dbi[db] = self->dbi[STORE_DB_SESSIONS];
+            self->missing |= 1u << db;
             continue;
         }
         if (rc == MDB_NOTFOUND) {
@@ -275,6 +288,7 @@ store_t *store_open (const store_opts_t *opts, char *err, size_t errlen)
         return self;
     }
     if ((rc = check_schema (self, txn, err, errlen))) goto fail_env;
+    if ((rc = store_journal_load (self, txn, err, errlen))) goto fail_env;
     if ((rc = mdb_txn_commit (txn))) {
         txn = NULL;
         goto fail_mdb;
@@ -301,6 +315,7 @@ void store_close (store_t **self_p)
             mdb_env_sync (self->env, 1);
         mdb_env_close (self->env);
     }
+    store_journal_free (self);
     proto_msg_fini (&self->rec_msg);
     proto_buf_fini (&self->scratch);
     free (self->path);
@@ -391,9 +406,7 @@ int store_stats (store_t *self, MDB_txn *txn, proto_store_stats_t *out,
     out->map_used = (uint64_t)(info.me_last_pgno + 1) * est.ms_psize;
     for (int db = 0; db < STORE_DB_COUNT; db++) {
         MDB_stat st = {0};
-        int rc = db == STORE_DB_USAGE_APPLIED && self->no_applied
-                     ? 0
-                     : mdb_stat (txn, self->dbi[db], &st);
+        int rc = self->missing & (1u << db) ? 0 : mdb_stat (txn, self->dbi[db], &st);
         if (rc) return store_mdb_err (rc);
         dbs[db].name = store_db_names[db];
         dbs[db].entries = st.ms_entries;

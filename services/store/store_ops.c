@@ -56,18 +56,6 @@ _Static_assert(STORE_MAX_EVENT <= STORE_RANGE_MAX_BYTES &&
 /* ---------------------------------------------------------------- */
 /*  Helpers                                                          */
 
-static void put_be64 (uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64 (const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-    return v;
-}
-
 static int reply (op_ctx_t *ctx, proto_type_t type, const void *body)
 {
     return proto_encode (ctx->out, type, ctx->req->corr, body);
@@ -143,26 +131,11 @@ static const proto_field_desc_t *field_named (const proto_rec_desc_t *rec,
     return NULL;
 }
 
-//  Highest seq stored for a session (0 if none).
+//  Highest seq stored for a session (0 if none), journal or `events`.
 static int last_seq (op_ctx_t *ctx, const cm_uuid_t *session, uint64_t *out)
 {
-    uint8_t key[24];
-    memcpy (key, session->b, 16);
-    put_be64 (key + 16, UINT64_MAX);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_EVENTS], &cur);
-    if (rc) return store_mdb_err (rc);
-    MDB_val k = {sizeof key, key}, v;
-    rc = mdb_cursor_get (cur, &k, &v, MDB_SET_RANGE);
-    if (rc == 0)
-        rc = mdb_cursor_get (cur, &k, &v, MDB_PREV);
-    else if (rc == MDB_NOTFOUND) //  nothing after: the last key may be ours
-        rc = mdb_cursor_get (cur, &k, &v, MDB_LAST);
-    *out = 0;
-    if (rc == 0 && k.mv_size == 24 && memcmp (k.mv_data, session->b, 16) == 0)
-        *out = get_be64 ((const uint8_t *)k.mv_data + 16);
-    mdb_cursor_close (cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? 0 : store_mdb_err (rc);
+    int rc = store_last_seq (ctx->self, ctx->txn, session, out);
+    return rc ? store_mdb_err (rc) : 0;
 }
 
 /* ---------------------------------------------------------------- */
@@ -377,6 +350,8 @@ static int op_session_delete (op_ctx_t *ctx)
     int rc = del (ctx, STORE_DB_SESSIONS, &k);
     if (rc && rc != CM_E_NOT_FOUND) return rc;
     if ((rc = del_prefix (ctx, STORE_DB_EVENTS, req->id.b, 16))) return rc;
+    if ((rc = store_journal_drop (ctx->self, ctx->txn, &req->id)))
+        return poison (ctx, rc);
     if ((rc = del_prefix (ctx, STORE_DB_MESSAGES, req->id.b, 16))) return rc;
     return reply (ctx, PROTO_OK, NULL);
 }
@@ -412,23 +387,13 @@ static int append_one (op_ctx_t *ctx, const proto_events_append_t *req, uint64_t
         return CM_E_GAP;
     }
     //  Events at or below `last` are already stored: acknowledged, not
-    //  rewritten.  The rest go in key order through one cursor.
+    //  rewritten.  The rest go to the journal (store_journal.c).
     uint64_t skip = *last + 1 - req->first_seq;
-    if (skip < req->events.count) {
-        MDB_cursor *cur;
-        if ((rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_EVENTS], &cur)))
-            return poison (ctx, rc);
-        uint8_t key[24];
-        memcpy (key, req->session.b, 16);
-        for (uint64_t i = skip; i < req->events.count; i++) {
-            put_be64 (key + 16, req->first_seq + i);
-            MDB_val k = {sizeof key, key};
-            MDB_val v = {req->events.items[i].size, (void *)req->events.items[i].data};
-            if ((rc = mdb_cursor_put (cur, &k, &v, 0))) break;
-        }
-        mdb_cursor_close (cur);
+    for (uint64_t i = skip; i < req->events.count; i++) {
+        rc = store_journal_append (ctx->self, ctx->txn, &req->session, req->first_seq + i,
+                                   req->events.items[i].data, req->events.items[i].size);
         if (rc) return poison (ctx, rc);
-        *last = req->first_seq + req->events.count - 1;
+        *last = req->first_seq + i;
     }
     return 0;
 }
@@ -498,8 +463,13 @@ static int op_events_range (op_ctx_t *ctx)
     proto_bin_t *items = want ? calloc (want, sizeof *items) : NULL;
     if (want && !items) return CM_E_NOMEM;
 
-    size_t n = 0;
-    if (want) {
+    //  Seqs below the journal's span are in `events`; the rest in the
+    //  journal.
+    uint64_t jfirst = 0, jlast = 0;
+    bool journaled = store_journal_span (ctx->self, &req->session, &jfirst, &jlast);
+    uint64_t db_end = journaled ? jfirst : UINT64_MAX;
+    size_t n = 0, bytes = 0;
+    if (want && req->after_seq + 1 < db_end) {
         MDB_cursor *cur;
         if ((rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_EVENTS], &cur))) {
             free (items);
@@ -507,12 +477,12 @@ static int op_events_range (op_ctx_t *ctx)
         }
         uint8_t key[24];
         memcpy (key, req->session.b, 16);
-        put_be64 (key + 16, req->after_seq + 1);
+        store_put_be64 (key + 16, req->after_seq + 1);
         MDB_val k = {sizeof key, key}, v;
         rc = mdb_cursor_get (cur, &k, &v, MDB_SET_RANGE);
-        size_t bytes = 0;
         while (rc == 0 && n < want && k.mv_size == 24 &&
-               memcmp (k.mv_data, req->session.b, 16) == 0) {
+               memcmp (k.mv_data, req->session.b, 16) == 0 &&
+               store_get_be64 ((const uint8_t *)k.mv_data + 16) < db_end) {
             if (n > 0 && bytes + v.mv_size > STORE_RANGE_MAX_BYTES) break;
             bytes += v.mv_size;
             //  Values point into the map, valid until the transaction ends;
@@ -527,6 +497,22 @@ static int op_events_range (op_ctx_t *ctx)
             free (items);
             return store_mdb_err (rc);
         }
+    }
+    for (uint64_t seq = req->after_seq + 1 + n; journaled && n < want && seq <= jlast;
+         seq++) {
+        MDB_val v;
+        if (seq < jfirst) break; //  `events` lacks seqs below the journal: stop short
+        if ((rc = store_journal_event (ctx->self, ctx->txn, &req->session, seq, &v))) {
+            free (items);
+            snprintf (ctx->err, sizeof ctx->err, "journal entry for seq %llu is damaged",
+                      (unsigned long long)seq);
+            return store_mdb_err (rc);
+        }
+        if (n > 0 && bytes + v.mv_size > STORE_RANGE_MAX_BYTES) break;
+        bytes += v.mv_size;
+        items[n].data = v.mv_data;
+        items[n].size = v.mv_size;
+        n++;
     }
     out.events.items = items;
     out.events.count = n;
@@ -544,14 +530,14 @@ static int op_messages_put (op_ctx_t *ctx)
     MDB_cursor *cur;
     int rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_MESSAGES], &cur);
     if (rc) return store_mdb_err (rc);
-    put_be64 (key + 16, UINT64_MAX);
+    store_put_be64 (key + 16, UINT64_MAX);
     MDB_val k = {sizeof key, key}, v;
     rc = mdb_cursor_get (cur, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get (cur, &k, &v, MDB_PREV)
                  : mdb_cursor_get (cur, &k, &v, MDB_LAST);
     uint64_t count = 0;
     if (rc == 0 && k.mv_size == 24 && memcmp (k.mv_data, req->session.b, 16) == 0)
-        count = get_be64 ((const uint8_t *)k.mv_data + 16) + 1;
+        count = store_get_be64 ((const uint8_t *)k.mv_data + 16) + 1;
     mdb_cursor_close (cur);
     if (req->from > count) {
         snprintf (ctx->err, sizeof ctx->err,
@@ -560,14 +546,14 @@ static int op_messages_put (op_ctx_t *ctx)
         return CM_E_GAP;
     }
     //  Drop from `from` on, then write the new tail.
-    put_be64 (key + 16, req->from);
+    store_put_be64 (key + 16, req->from);
     for (uint64_t i = req->from; i < count; i++) {
-        put_be64 (key + 16, i);
+        store_put_be64 (key + 16, i);
         MDB_val dk = {sizeof key, key};
         if ((rc = del (ctx, STORE_DB_MESSAGES, &dk)) && rc != CM_E_NOT_FOUND) return rc;
     }
     for (size_t i = 0; i < req->messages.count; i++) {
-        put_be64 (key + 16, req->from + i);
+        store_put_be64 (key + 16, req->from + i);
         MDB_val pk = {sizeof key, key};
         MDB_val pv = {strlen (req->messages.items[i]), (void *)req->messages.items[i]};
         if ((rc = put (ctx, STORE_DB_MESSAGES, &pk, &pv))) return rc;
@@ -968,14 +954,37 @@ static int run_one (store_t *self, MDB_txn *txn, proto_msg_t *msg, store_req_t *
     return rc == 0 && op->writes;
 }
 
+//  Begin a write transaction (and the journal's undo log with it).
+static int txn_begin (store_t *self, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin (self->env, NULL, 0, txn);
+    if (rc == 0) store_journal_begin (self);
+    return rc;
+}
+
+static void txn_abort (store_t *self, MDB_txn *txn)
+{
+    mdb_txn_abort (txn);
+    store_journal_end (self, false);
+}
+
+//  Commit what the batch wrote, after folding the journal; a batch that
+//  wrote nothing is aborted (nothing to sync).  Returns 0 or an LMDB code.
 static int commit (store_t *self, MDB_txn *txn, bool wrote)
 {
     if (!wrote) {
-        mdb_txn_abort (txn); //  read-only batch: nothing to sync
+        txn_abort (self, txn);
         return 0;
     }
     uint64_t t0 = cm_mono_ns ();
-    int rc = mdb_txn_commit (txn);
+    int rc = store_journal_fold (self, txn);
+    if (rc) {
+        cm_warn ("folding the journal failed: %s", mdb_strerror (rc));
+        txn_abort (self, txn);
+        return rc;
+    }
+    rc = mdb_txn_commit (txn);
+    store_journal_end (self, rc == 0);
     if (rc == 0) {
         self->commits++;
         store_note_commit (self, (cm_mono_ns () - t0) / 1000);
@@ -988,13 +997,13 @@ static int run_grouped (store_t *self, store_req_t *reqs, size_t count, proto_bu
                         proto_msg_t *msg)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin (self->env, NULL, 0, &txn);
+    int rc = txn_begin (self, &txn);
     if (rc) return store_mdb_err (rc);
     bool wrote = false;
     for (size_t i = 0; i < count; i++) {
         rc = run_one (self, txn, msg, &reqs[i], out, false);
         if (rc < 0) {
-            mdb_txn_abort (txn);
+            txn_abort (self, txn);
             return rc;
         }
         wrote |= rc == 1;
@@ -1012,13 +1021,13 @@ static void run_each (store_t *self, store_req_t *reqs, size_t count, proto_buf_
         for (int attempt = 0;; attempt++) {
             size_t mark = out->size;
             MDB_txn *txn;
-            int rc = mdb_txn_begin (self->env, NULL, 0, &txn);
+            int rc = txn_begin (self, &txn);
             if (rc == 0) {
                 rc = run_one (self, txn, msg, &reqs[i], out, false);
                 if (rc >= 0)
                     rc = store_mdb_err (commit (self, txn, rc == 1));
                 else
-                    mdb_txn_abort (txn);
+                    txn_abort (self, txn);
             } else
                 rc = store_mdb_err (rc);
             if (rc == 0) break;
