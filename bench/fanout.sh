@@ -25,6 +25,11 @@
 #   BENCH_DIR=/mnt/disk        where the store's data goes (default /var/tmp)
 #   DURATION=10 WARMUP=2       seconds measured / not measured per run
 #   SYNC=os                    corral-store --store-sync (default full)
+#   LOADGEN=node               drive the clients with bench/fanout_load.mjs
+#                              (Node + ws) instead of corral-fanout-load
+#                              (bench/fanout_load.c, the default): the same
+#                              runs and row; the C one costs the machine
+#                              ~4x less CPU and adds less delay of its own
 #   SPLIT=1                    corral runs: the emitter also subscribes to the
 #                              session's PUB and prints emit -> publish (the
 #                              session + store share); a second subscriber
@@ -64,7 +69,8 @@ echo "== build ($build, Release)"
 mkdir -p "$build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build/bench-cmake.log" 2>&1 ||
     { cat "$build/bench-cmake.log"; exit 1; }
-targets=(corral-store corral-session corral-keys corral-ws-idle corral-fanout-emit)
+targets=(corral-store corral-session corral-keys corral-ws-idle corral-fanout-emit
+    corral-fanout-load)
 if cmake --build "$build" --target help 2>/dev/null | grep -q 'corral-gateway'; then
     targets+=(corral-gateway)
 fi
@@ -76,7 +82,11 @@ if [[ ! -d tests/e2e/node_modules/ws ]]; then
 fi
 gateway=$build/gateway/corral-gateway
 emit=$build/bench/corral-fanout-emit
-load=(node "${node_args[@]}" bench/fanout_load.mjs --duration "$duration" --warmup "$warmup")
+if [[ ${LOADGEN:-c} == node ]]; then
+    load=(node "${node_args[@]}" bench/fanout_load.mjs --duration "$duration" --warmup "$warmup")
+else
+    load=("$build/bench/corral-fanout-load" --duration "$duration" --warmup "$warmup")
+fi
 
 echo "== machine"
 echo "cpus:   $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"

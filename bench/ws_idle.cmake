@@ -12,3 +12,9 @@ target_link_libraries(corral-ws-idle PRIVATE corral_bench_proc PkgConfig::CRYPTO
 add_executable(corral-fanout-emit ${CMAKE_CURRENT_LIST_DIR}/fanout_emit.c)
 target_link_libraries(corral-fanout-emit PRIVATE corral_proto corral_common
                       PkgConfig::ZMQ corral_bench_proc)
+
+# corral-fanout-load: the fan-out load generator in C (bench/fanout_load.c),
+# the same runs and table row as bench/fanout_load.mjs at a fraction of its
+# CPU; bench/fanout.sh uses it unless LOADGEN=node.
+add_executable(corral-fanout-load ${CMAKE_CURRENT_LIST_DIR}/fanout_load.c)
+target_link_libraries(corral-fanout-load PRIVATE corral_bench_proc)
