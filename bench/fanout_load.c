@@ -762,8 +762,9 @@ static void on_timer (run_t *r)
 {
     uint64_t n;
     if (read (r->timer, &n, sizeof n) != sizeof n) return;
+    //  How late the oldest expiry not yet seen was served.
+    int64_t late = mono_us () - (r->tick0 + (int64_t)(r->ticks + 1) * 1000);
     r->ticks += n;
-    int64_t late = mono_us () - (r->tick0 + (int64_t)r->ticks * 1000);
     if (r->arriving) {
         r->lag[late < 0 ? 0 : late < HIST_US ? late : HIST_US]++;
         r->lag_n++;

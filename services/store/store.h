@@ -42,6 +42,9 @@
 #define STORE_LIST_DEFAULT    100
 #define STORE_LIST_MAX        1000
 #define STORE_LATENCY_RING    4096
+//  An append of this many new bytes or more skips the journal (it fills a
+//  good part of a page in `events` by itself; store_journal.c).
+#define STORE_JOURNAL_DIRECT 2048
 //  usage.add ids are remembered this long after the time in the id (a
 //  UUIDv7), far beyond any resend; each add prunes at most this many.
 #define STORE_USAGE_ID_KEEP_MS (7ull * 24 * 3600 * 1000)
@@ -208,6 +211,10 @@ int store_journal_append (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
 
 //  Delete every journaled event of session (session.delete).
 int store_journal_drop (store_t *self, MDB_txn *txn, const cm_uuid_t *session);
+
+//  Fold every journaled event of session now (before a big append goes
+//  straight to `events`).  0 or an LMDB code / ENOMEM.
+int store_journal_fold_session (store_t *self, MDB_txn *txn, const cm_uuid_t *session);
 
 //  Before committing a transaction that wrote: fold and trim (see the
 //  file's header).  0 or an LMDB code / ENOMEM.

@@ -12,6 +12,11 @@
 
         journal   jid (8, big-endian, increasing) -> session (16) ‖ seq (8) ‖ event
 
+    Big appends go straight to `events`: an append of STORE_JOURNAL_DIRECT
+    bytes or more fills a good part of a page there by itself, so the
+    journal would only write it twice.  The session's journaled events are
+    folded first, so `events` stays below the journal for every session.
+
     Folding: once more than `keep` events wait in the journal, the session
     whose event is oldest has ALL its journaled events moved into `events`
     in one go, so its page there is written once per ~keep/sessions events
@@ -272,6 +277,15 @@ static int fold_session (store_t *self, MDB_txn *txn, store_jsess_t *e, uint32_t
     j->unfolded -= n;
     j->folded += n;
     return 0;
+}
+
+int store_journal_fold_session (store_t *self, MDB_txn *txn, const cm_uuid_t *session)
+{
+    store_jsess_t *e = cm_map_get (self->journal.sessions, session->b);
+    if (!e || e->count == 0) return 0;
+    int rc = fold_session (self, txn, e, e->count);
+    if (rc == 0) self->journal.folds++;
+    return rc;
 }
 
 int store_journal_fold (store_t *self, MDB_txn *txn)

@@ -387,8 +387,32 @@ static int append_one (op_ctx_t *ctx, const proto_events_append_t *req, uint64_t
         return CM_E_GAP;
     }
     //  Events at or below `last` are already stored: acknowledged, not
-    //  rewritten.  The rest go to the journal (store_journal.c).
+    //  rewritten.  The rest go to the journal (store_journal.c), or when
+    //  they are many bytes straight to `events`, in key order through one
+    //  cursor.
     uint64_t skip = *last + 1 - req->first_seq;
+    size_t bytes = 0;
+    for (uint64_t i = skip; i < req->events.count; i++)
+        bytes += req->events.items[i].size;
+    if (bytes >= STORE_JOURNAL_DIRECT) {
+        if ((rc = store_journal_fold_session (ctx->self, ctx->txn, &req->session)))
+            return poison (ctx, rc);
+        MDB_cursor *cur;
+        if ((rc = mdb_cursor_open (ctx->txn, ctx->self->dbi[STORE_DB_EVENTS], &cur)))
+            return poison (ctx, rc);
+        uint8_t key[24];
+        memcpy (key, req->session.b, 16);
+        for (uint64_t i = skip; i < req->events.count; i++) {
+            store_put_be64 (key + 16, req->first_seq + i);
+            MDB_val k = {sizeof key, key};
+            MDB_val v = {req->events.items[i].size, (void *)req->events.items[i].data};
+            if ((rc = mdb_cursor_put (cur, &k, &v, 0))) break;
+        }
+        mdb_cursor_close (cur);
+        if (rc) return poison (ctx, rc);
+        *last = req->first_seq + req->events.count - 1;
+        return 0;
+    }
     for (uint64_t i = skip; i < req->events.count; i++) {
         rc = store_journal_append (ctx->self, ctx->txn, &req->session, req->first_seq + i,
                                    req->events.items[i].data, req->events.items[i].size);

@@ -221,6 +221,40 @@ static void test_reopen_rebuilds_the_index (void **state)
     fx_destroy (&fx);
 }
 
+//  A big append skips the journal; the session's journaled events are
+//  folded first, so `events` stays below the journal.
+static void test_big_append_goes_straight_to_events (void **state)
+{
+    (void)state;
+    fx_t *fx = fx_keep (100000, 0, 0);
+    cm_uuid_t a;
+    cm_uuid7 (&a);
+    assert_int_equal (append (fx, &a, 'A', 1, 3, 100), 3); //  300 bytes: journal
+    assert_int_equal (fx_db_entries (fx, STORE_DB_JOURNAL), 3);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_EVENTS), 0);
+    //  STORE_JOURNAL_DIRECT bytes in one append: folded 1-3, then 4-23 direct.
+    assert_int_equal (append (fx, &a, 'A', 4, 20, STORE_JOURNAL_DIRECT / 20 + 1), 23);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_EVENTS), 23);
+    assert_int_equal (fx->store->journal.unfolded, 0);
+    //  Small again: journal, after what is in `events`.
+    assert_int_equal (append (fx, &a, 'A', 24, 2, 100), 25);
+    assert_int_equal (fx->store->journal.unfolded, 2);
+    proto_events_reply_t *rep = fx_range (fx, &a, 0, 0);
+    assert_int_equal (rep->events.count, 25);
+    assert_int_equal (rep->last_seq, 25);
+    for (uint64_t seq = 1; seq <= 25; seq++) {
+        size_t size = seq >= 4 && seq <= 23 ? STORE_JOURNAL_DIRECT / 20 + 1 : 100;
+        uint8_t want[STORE_JOURNAL_DIRECT];
+        fx_event (want, size, 'A', seq);
+        assert_int_equal (rep->events.items[seq - 1].size, size);
+        assert_memory_equal (rep->events.items[seq - 1].data, want, size);
+    }
+    fx_reopen (fx);
+    assert_int_equal (fx->store->journal.unfolded, 2);
+    assert_int_equal (fx_range (fx, &a, 0, 0)->events.count, 25);
+    fx_destroy (&fx);
+}
+
 //  session.delete removes journaled events too; they do not come back
 //  after a restart.
 static void test_delete_drops_journaled_events (void **state)
@@ -347,6 +381,7 @@ int main (void)
         cmocka_unit_test (test_events_wait_in_the_journal),
         cmocka_unit_test (test_fold_keeps_the_journal_short),
         cmocka_unit_test (test_reopen_rebuilds_the_index),
+        cmocka_unit_test (test_big_append_goes_straight_to_events),
         cmocka_unit_test (test_delete_drops_journaled_events),
         cmocka_unit_test (test_aborted_batch_rolls_the_index_back),
         cmocka_unit_test (test_open_checks_the_journal),
