@@ -24,7 +24,10 @@
     least as many events as it appended (plus FOLD_EXTRA), so the journal
     does not grow under steady load.  Folded entries are then deleted from
     the journal's head in key order (its pages are freed whole).  keep = 0
-    folds everything at every commit: the old write pattern.
+    folds at every commit as much as it appended (plus FOLD_EXTRA): in
+    steady use, everything.  session.delete removes the session's entries
+    from the whole journal, folded ones too (an entry below the last seq
+    in `events` is only "folded" while `events` still holds that seq).
 
     The index: session -> the jids of its events still in the journal
     (seqs first .. first + count - 1, contiguous).  It lives in memory and
@@ -221,17 +224,50 @@ int store_journal_append (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
 
 int store_journal_drop (store_t *self, MDB_txn *txn, const cm_uuid_t *session)
 {
+    //  Every entry of the session goes, folded ones too: an entry folded
+    //  but not yet trimmed, left behind once `events` is emptied, would
+    //  look unfolded at the next open and bring the session back.  The
+    //  journal is short (about keep entries), and deletes are rare: scan
+    //  it, gather the keys, then delete them.
     store_journal_t *j = &self->journal;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open (txn, self->dbi[STORE_DB_JOURNAL], &cur);
+    if (rc) return rc;
+    uint64_t *keys = NULL;
+    size_t n = 0, cap = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get (cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get (cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || v.mv_size < 16 || memcmp (v.mv_data, session->b, 16) != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint64_t *more = realloc (keys, cap * sizeof *keys);
+            if (!more) {
+                rc = ENOMEM;
+                break;
+            }
+            keys = more;
+        }
+        keys[n++] = store_get_be64 (k.mv_data);
+    }
+    mdb_cursor_close (cur);
+    if (rc != MDB_NOTFOUND) {
+        free (keys);
+        return rc ? rc : MDB_CORRUPTED;
+    }
+    rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t key[8];
+        store_put_be64 (key, keys[i]);
+        MDB_val dk = {sizeof key, key};
+        rc = mdb_del (txn, self->dbi[STORE_DB_JOURNAL], &dk, NULL);
+    }
+    free (keys);
+    if (rc) return rc;
     store_jsess_t *e = cm_map_get (j->sessions, session->b);
     if (!e || e->count == 0) return 0;
     if (touch (j, e, false)) return ENOMEM;
-    for (uint32_t i = 0; i < e->count; i++) {
-        uint8_t key[8];
-        store_put_be64 (key, e->jids[e->off + i]);
-        MDB_val k = {sizeof key, key};
-        int rc = mdb_del (txn, self->dbi[STORE_DB_JOURNAL], &k, NULL);
-        if (rc && rc != MDB_NOTFOUND) return rc;
-    }
     j->unfolded -= e->count;
     e->off += e->count;
     e->count = 0;

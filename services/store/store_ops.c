@@ -525,7 +525,7 @@ static int op_events_range (op_ctx_t *ctx)
     for (uint64_t seq = req->after_seq + 1 + n; journaled && n < want && seq <= jlast;
          seq++) {
         MDB_val v;
-        if (seq < jfirst) break; //  `events` lacks seqs below the journal: stop short
+        if (seq < jfirst) break; //  `events` lacks seqs below the journal (see below)
         if ((rc = store_journal_event (ctx->self, ctx->txn, &req->session, seq, &v))) {
             free (items);
             snprintf (ctx->err, sizeof ctx->err, "journal entry for seq %llu is damaged",
@@ -537,6 +537,16 @@ static int op_events_range (op_ctx_t *ctx)
         items[n].data = v.mv_data;
         items[n].size = v.mv_size;
         n++;
+    }
+    if (want && n == 0) {
+        //  Something is stored past after_seq but nothing was read: an
+        //  empty page would make a reader ask again forever.
+        free (items);
+        snprintf (
+            ctx->err, sizeof ctx->err,
+            "session events after seq %llu are missing from the store; it is damaged",
+            (unsigned long long)req->after_seq);
+        return CM_E_CORRUPT;
     }
     out.events.items = items;
     out.events.count = n;

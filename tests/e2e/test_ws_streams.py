@@ -880,14 +880,19 @@ async def phase_slow(st, key):
     def overflowed():
         """What the gateway produced for R2 beyond what R2 took exceeds the
         kernel's send queue plus twice the gateway's queue limit: R2's
-        watch had to leave the live stream."""
+        watch had to leave the live stream.  One snapshot: the kernel's
+        queue keeps growing while the gateway flushes into it, so both
+        figures must be read together."""
         seen = r2.seqs[-1]
         ahead = sum(len(e[4]) for e in h1.events() if e[1] > seen)
-        return ahead > tx_queue(st.port, r2_port) + 2 * 65536 + 16384, ahead
+        kernel = tx_queue(st.port, r2_port)
+        return ahead > kernel + 2 * 65536 + 16384, ahead, kernel
 
-    while not overflowed()[0] and time.time() - pause_at < 30:
+    snap = overflowed()
+    while not snap[0] and time.time() - pause_at < 30:
         await asyncio.sleep(0.05)
-    lag_bytes, kernel_bytes = overflowed()[1], tx_queue(st.port, r2_port)
+        snap = overflowed()
+    _, lag_bytes, kernel_bytes = snap
     r2.go.set()
     paused_s = time.time() - pause_at
     check(lag_bytes > kernel_bytes + 2 * 65536,

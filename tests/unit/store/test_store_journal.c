@@ -280,6 +280,36 @@ static void test_delete_drops_journaled_events (void **state)
     fx_destroy (&fx);
 }
 
+//  A session whose events were folded while an older journal entry of
+//  another session holds the head back: its folded entries are still in
+//  the journal.  Deleting it must take them too, or the next open would
+//  read them as unfolded and bring the session back.
+static void test_delete_after_fold_stays_deleted (void **state)
+{
+    (void)state;
+    fx_t *fx = fx_keep (100000, 0, 0);
+    cm_uuid_t a, s;
+    cm_uuid7 (&a);
+    cm_uuid7 (&s);
+    assert_int_equal (append (fx, &a, 'A', 1, 1, 50), 1); //  holds the head
+    assert_int_equal (append (fx, &s, 'S', 1, 3, 50), 3);
+    //  A big append folds S's three journaled events, then goes direct.
+    assert_int_equal (append (fx, &s, 'S', 4, 1, STORE_JOURNAL_DIRECT), 4);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_JOURNAL), 4); //  folded, not trimmed
+    proto_id_req_t del = {.id = s};
+    fx_call (fx, PROTO_STORE_SESSION_DELETE, &del, PROTO_OK);
+    assert_int_equal (fx_db_entries (fx, STORE_DB_JOURNAL), 1);
+    assert_int_equal (fx_range (fx, &s, 0, 0)->last_seq, 0);
+    fx_reopen (fx);
+    assert_int_equal (fx_range (fx, &s, 0, 0)->last_seq, 0);
+    //  The id starts again from 1, and a restart reads it back right.
+    assert_int_equal (append (fx, &s, 'T', 1, 2, 50), 2);
+    fx_reopen (fx);
+    assert_all (fx, &s, 'T', 2, 50, 0);
+    assert_all (fx, &a, 'A', 1, 50, 0);
+    fx_destroy (&fx);
+}
+
 //  A batch that fails at the LMDB level (the map is full) is aborted and
 //  redone after growing the map: the index must forget what the aborted
 //  transaction appended and folded.
@@ -287,39 +317,45 @@ static void test_aborted_batch_rolls_the_index_back (void **state)
 {
     (void)state;
     fx_t *fx = fx_keep (16, 1 * MiB, 64 * MiB);
-    enum { SESSIONS = 4 };
+    //  Small events (under STORE_JOURNAL_DIRECT per append), so what the
+    //  aborted batches appended and folded went through the journal.
+    enum { SESSIONS = 4, PER = 8, SIZE = 200, ROUNDS = 400 };
     cm_uuid_t s[SESSIONS];
     uint64_t last[SESSIONS] = {0};
     for (int i = 0; i < SESSIONS; i++) cm_uuid7 (&s[i]);
-    uint64_t grows = 0;
-    for (int r = 0; r < 24; r++) {
+    uint64_t grows = 0, folds_at_grow = 0;
+    for (int r = 0; r < ROUNDS; r++) {
         pool_t *p = calloc (1, sizeof *p);
         proto_events_append_t ap[SESSIONS];
         for (int i = 0; i < SESSIONS; i++) {
             ap[i] = (proto_events_append_t){
                 .session = s[i],
                 .first_seq = last[i] + 1,
-                .events = {pool_events (p, (char)('a' + i), last[i] + 1, 4, 24 * 1024),
-                           4}};
+                .events = {pool_events (p, (char)('a' + i), last[i] + 1, PER, SIZE),
+                           PER}};
             fx_add (fx, PROTO_STORE_EVENTS_APPEND, &ap[i]);
         }
         fx_run (fx);
         for (int i = 0; i < SESSIONS; i++) {
             proto_appended_t *ack = proto_body (fx_reply (fx, (size_t)i), appended);
             assert_non_null (ack);
-            last[i] += 4;
+            last[i] += PER;
             assert_int_equal (ack->last_seq, last[i]);
         }
         pool_free (p);
         free (p);
+        if (fx->store->grows > grows && !folds_at_grow)
+            folds_at_grow = fx->store->journal.folds;
         grows = fx->store->grows;
     }
-    assert_true (grows > 0); //  the map grew, so batches were aborted and redone
+    assert_true (grows > 0);         //  the map grew, so batches were aborted and redone
+    assert_true (folds_at_grow > 0); //  ... while folding was under way
+    assert_true (fx->store->journal.unfolded > 0);
     for (int i = 0; i < SESSIONS; i++)
-        assert_all (fx, &s[i], (char)('a' + i), last[i], 24 * 1024, 7);
+        assert_all (fx, &s[i], (char)('a' + i), last[i], SIZE, 13);
     fx_reopen (fx);
     for (int i = 0; i < SESSIONS; i++)
-        assert_all (fx, &s[i], (char)('a' + i), last[i], 24 * 1024, 0);
+        assert_all (fx, &s[i], (char)('a' + i), last[i], SIZE, 0);
     fx_destroy (&fx);
 }
 
@@ -334,7 +370,7 @@ static void test_open_checks_the_journal (void **state)
     cm_uuid7 (&a);
     assert_int_equal (append (fx, &a, 'A', 1, 3, 20), 3); //  folded: in `events`
 
-    //  jid 100: seq 2 of a (folded, not trimmed); jid 101: seq 4 (new).
+    //  jid 100: seq 2 of a (folded, not trimmed); jid 102: seq 4 (new).
     store_t *st = fx->store;
     MDB_txn *txn;
     assert_int_equal (mdb_txn_begin (st->env, NULL, 0, &txn), 0);
@@ -383,6 +419,7 @@ int main (void)
         cmocka_unit_test (test_reopen_rebuilds_the_index),
         cmocka_unit_test (test_big_append_goes_straight_to_events),
         cmocka_unit_test (test_delete_drops_journaled_events),
+        cmocka_unit_test (test_delete_after_fold_stays_deleted),
         cmocka_unit_test (test_aborted_batch_rolls_the_index_back),
         cmocka_unit_test (test_open_checks_the_journal),
     };
