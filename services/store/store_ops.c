@@ -12,13 +12,16 @@
     Keys (DESIGN §4), all big-endian so LMDB's byte order is numeric order:
         sessions, tasks, templates   id (16)
         events                       session id (16) ‖ seq (8)
+        journal                      jid (8) -> session ‖ seq ‖ event
+                                     (new events, store_journal.c)
         messages                     session id (16) ‖ index (8)
         tasks_by_state               state ‖ 0 ‖ task id (16)      -> empty
         keys                         sha256 (32)
         usage                        tenant ‖ 0 ‖ day (4)
         usage_applied                id (16) ‖ tenant ‖ 0 ‖ day (4) -> empty
     Values are proto records (proto_record_encode), except events, which
-    are stored exactly as the session service encoded them.
+    are stored exactly as the session service encoded them (in `events`,
+    or after the 24-byte head of a journal entry).
 */
 #include <stddef.h>
 #include <stdio.h>
