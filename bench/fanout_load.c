@@ -42,6 +42,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -348,20 +349,8 @@ static void queue_request (run_t *r, client_t *c, const char *path, bool auth)
 {
     uint8_t raw[16];
     if (getrandom (raw, sizeof raw, 0) != sizeof raw) memset (raw, 7, sizeof raw);
-    static const char b64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char key[25];
-    size_t k = 0;
-    for (size_t i = 0; i < 16; i += 3) {
-        uint32_t v = (uint32_t)raw[i] << 16 |
-                     (i + 1 < 16 ? (uint32_t)raw[i + 1] << 8 : 0) |
-                     (i + 2 < 16 ? raw[i + 2] : 0);
-        key[k++] = b64[v >> 18 & 63];
-        key[k++] = b64[v >> 12 & 63];
-        key[k++] = i + 1 < 16 ? b64[v >> 6 & 63] : '=';
-        key[k++] = i + 2 < 16 ? b64[v & 63] : '=';
-    }
-    key[k] = '\0';
+    char key[25]; //  base64 of 16 bytes, as the library writes it
+    EVP_EncodeBlock ((unsigned char *)key, raw, sizeof raw);
     char req[1024];
     int n = snprintf (req, sizeof req,
                       "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"

@@ -17,4 +17,4 @@ target_link_libraries(corral-fanout-emit PRIVATE corral_proto corral_common
 # the same runs and table row as bench/fanout_load.mjs at a fraction of its
 # CPU; bench/fanout.sh uses it unless LOADGEN=node.
 add_executable(corral-fanout-load ${CMAKE_CURRENT_LIST_DIR}/fanout_load.c)
-target_link_libraries(corral-fanout-load PRIVATE corral_bench_proc)
+target_link_libraries(corral-fanout-load PRIVATE corral_bench_proc PkgConfig::CRYPTO)

@@ -73,6 +73,27 @@ typedef struct undo {
     bool created;
 } undo_t;
 
+//  The index entry of session, or NULL (also before the journal is
+//  loaded: a read-only store has none).
+static store_jsess_t *find (store_t *self, const cm_uuid_t *session)
+{
+    return self->journal.sessions ? cm_map_get (self->journal.sessions, session->b)
+                                  : NULL;
+}
+
+//  Room for one more jid after jids[off + count - 1].  realloc keeps
+//  positions, so an open transaction's undo record stays valid.
+static int jids_reserve (store_jsess_t *e)
+{
+    if (e->off + e->count < e->cap) return 0;
+    uint32_t cap = e->cap ? e->cap * 2 : 8;
+    uint64_t *jids = realloc (e->jids, (size_t)cap * sizeof *jids);
+    if (!jids) return ENOMEM;
+    e->jids = jids;
+    e->cap = cap;
+    return 0;
+}
+
 static void jsess_free (store_jsess_t *e)
 {
     if (e) free (e->jids);
@@ -120,8 +141,7 @@ static int events_last (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
 
 int store_last_seq (store_t *self, MDB_txn *txn, const cm_uuid_t *session, uint64_t *out)
 {
-    store_jsess_t *e =
-        self->journal.sessions ? cm_map_get (self->journal.sessions, session->b) : NULL;
+    store_jsess_t *e = find (self, session);
     if (e && e->count) {
         *out = e->first + e->count - 1;
         return 0;
@@ -132,8 +152,7 @@ int store_last_seq (store_t *self, MDB_txn *txn, const cm_uuid_t *session, uint6
 bool store_journal_span (store_t *self, const cm_uuid_t *session, uint64_t *first,
                          uint64_t *last)
 {
-    store_jsess_t *e =
-        self->journal.sessions ? cm_map_get (self->journal.sessions, session->b) : NULL;
+    store_jsess_t *e = find (self, session);
     if (!e || e->count == 0) return false;
     *first = e->first;
     *last = e->first + e->count - 1;
@@ -159,8 +178,7 @@ static int entry_get (store_t *self, MDB_txn *txn, uint64_t jid, const cm_uuid_t
 int store_journal_event (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
                          uint64_t seq, MDB_val *out)
 {
-    store_jsess_t *e =
-        self->journal.sessions ? cm_map_get (self->journal.sessions, session->b) : NULL;
+    store_jsess_t *e = find (self, session);
     if (!e || seq < e->first || seq - e->first >= e->count) return MDB_NOTFOUND;
     MDB_val v;
     int rc = entry_get (self, txn, e->jids[e->off + (seq - e->first)], session, seq, &v);
@@ -195,14 +213,7 @@ int store_journal_append (store_t *self, MDB_txn *txn, const cm_uuid_t *session,
     }
     if (e->count == 0) e->first = seq;
     if (seq != e->first + e->count) return MDB_CORRUPTED; //  the caller checked
-    if (e->off + e->count == e->cap) {
-        //  realloc keeps positions: the undo log's off/count stay valid
-        uint32_t cap = e->cap ? e->cap * 2 : 8;
-        uint64_t *jids = realloc (e->jids, (size_t)cap * sizeof *jids);
-        if (!jids) return ENOMEM;
-        e->jids = jids;
-        e->cap = cap;
-    }
+    if (jids_reserve (e)) return ENOMEM;
     if (!j->cur) {
         int rc = mdb_cursor_open (txn, self->dbi[STORE_DB_JOURNAL], &j->cur);
         if (rc) return rc;
@@ -469,16 +480,7 @@ int store_journal_load (store_t *self, MDB_txn *txn, char *err, size_t errlen)
             mdb_cursor_close (cur);
             return CM_E_CORRUPT;
         }
-        if (e->count == e->cap) {
-            uint32_t cap = e->cap ? e->cap * 2 : 8;
-            uint64_t *jids = realloc (e->jids, (size_t)cap * sizeof *jids);
-            if (!jids) {
-                rc = ENOMEM;
-                break;
-            }
-            e->jids = jids;
-            e->cap = cap;
-        }
+        if ((rc = jids_reserve (e))) break;
         e->jids[e->count++] = store_get_be64 (k.mv_data);
         j->unfolded++;
     }
