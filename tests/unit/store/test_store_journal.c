@@ -68,6 +68,35 @@ static uint64_t append (fx_t *fx, const cm_uuid_t *s, char tag, uint64_t first,
     return last;
 }
 
+//  One batch: counts[i] events of `size` bytes for session i (tag 'a' + i)
+//  after last[i]; every ack must name the new last seq, which *last gets.
+static void append_round (fx_t *fx, const cm_uuid_t *s, uint64_t *last, int sessions,
+                          const size_t *counts, size_t size)
+{
+    pool_t *p = calloc (1, sizeof *p);
+    assert_non_null (p);
+    proto_events_append_t *ap = calloc ((size_t)sessions, sizeof *ap);
+    assert_non_null (ap);
+    for (int i = 0; i < sessions; i++) {
+        ap[i] = (proto_events_append_t){
+            .session = s[i],
+            .first_seq = last[i] + 1,
+            .events = {pool_events (p, (char)('a' + i), last[i] + 1, counts[i], size),
+                       counts[i]}};
+        fx_add (fx, PROTO_STORE_EVENTS_APPEND, &ap[i]);
+    }
+    fx_run (fx);
+    for (int i = 0; i < sessions; i++) {
+        last[i] += counts[i];
+        proto_appended_t *ack = proto_body (fx_reply (fx, (size_t)i), appended);
+        assert_non_null (ack);
+        assert_int_equal (ack->last_seq, last[i]);
+    }
+    free (ap);
+    pool_free (p);
+    free (p);
+}
+
 //  Every event 1..last of s is there, in order, each exactly (tag, seq);
 //  read in pages of `page` to cross the journal / `events` boundary.
 static void assert_all (fx_t *fx, const cm_uuid_t *s, char tag, uint64_t last,
@@ -147,25 +176,9 @@ static void test_fold_keeps_the_journal_short (void **state)
     for (int i = 0; i < SESSIONS; i++) cm_uuid7 (&s[i]);
     for (int r = 0; r < ROUNDS; r++) {
         //  One batch per round: each session's next 1 + (r + i) % 3 events.
-        pool_t *p = calloc (1, sizeof *p);
-        proto_events_append_t ap[SESSIONS];
-        for (int i = 0; i < SESSIONS; i++) {
-            size_t n = 1 + (size_t)(r + i) % 3;
-            ap[i] = (proto_events_append_t){
-                .session = s[i],
-                .first_seq = last[i] + 1,
-                .events = {pool_events (p, (char)('a' + i), last[i] + 1, n, 50), n}};
-            fx_add (fx, PROTO_STORE_EVENTS_APPEND, &ap[i]);
-            last[i] += n;
-        }
-        fx_run (fx);
-        for (int i = 0; i < SESSIONS; i++) {
-            proto_appended_t *ack = proto_body (fx_reply (fx, (size_t)i), appended);
-            assert_non_null (ack);
-            assert_int_equal (ack->last_seq, last[i]);
-        }
-        pool_free (p);
-        free (p);
+        size_t counts[SESSIONS];
+        for (int i = 0; i < SESSIONS; i++) counts[i] = 1 + (size_t)(r + i) % 3;
+        append_round (fx, s, last, SESSIONS, counts, 50);
         //  Each commit folds at least what it appended: never over keep.
         assert_true (fx->store->journal.unfolded <= 64);
         //  Reads in the middle of it all, with a page that crosses.
@@ -325,25 +338,8 @@ static void test_aborted_batch_rolls_the_index_back (void **state)
     for (int i = 0; i < SESSIONS; i++) cm_uuid7 (&s[i]);
     uint64_t grows = 0, folds_at_grow = 0;
     for (int r = 0; r < ROUNDS; r++) {
-        pool_t *p = calloc (1, sizeof *p);
-        proto_events_append_t ap[SESSIONS];
-        for (int i = 0; i < SESSIONS; i++) {
-            ap[i] = (proto_events_append_t){
-                .session = s[i],
-                .first_seq = last[i] + 1,
-                .events = {pool_events (p, (char)('a' + i), last[i] + 1, PER, SIZE),
-                           PER}};
-            fx_add (fx, PROTO_STORE_EVENTS_APPEND, &ap[i]);
-        }
-        fx_run (fx);
-        for (int i = 0; i < SESSIONS; i++) {
-            proto_appended_t *ack = proto_body (fx_reply (fx, (size_t)i), appended);
-            assert_non_null (ack);
-            last[i] += PER;
-            assert_int_equal (ack->last_seq, last[i]);
-        }
-        pool_free (p);
-        free (p);
+        size_t counts[SESSIONS] = {PER, PER, PER, PER};
+        append_round (fx, s, last, SESSIONS, counts, SIZE);
         if (fx->store->grows > grows && !folds_at_grow)
             folds_at_grow = fx->store->journal.folds;
         grows = fx->store->grows;
