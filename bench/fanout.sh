@@ -36,7 +36,12 @@
 #                              costs the session and the emitter CPU, so
 #                              the headline runs leave it off
 #
-# Every run prints one table row (fanout_load.mjs); details go to stderr.
+# Every run prints one table row (corral-fanout-load); details go to stderr.
+# Its last two columns tell a disturbed run: the load generator's own timer
+# lag (CPU taken by others) and corral-store's commit p99 over its last
+# 4 096 commits (the disk's flushes; corral runs only).
+#   FANOUT_TRACE=FILE          also write a 10 ms time series of the window
+#                              (bench/fanout_load.c's header)
 # Connections: every process here raises its descriptor limit to the hard
 # limit (`ulimit -Hn`); N idle connections need N + a few on both sides.
 # Results go to docs/benchmarks.md.
@@ -237,7 +242,7 @@ corral_run() { # S C R [extra fanout_load options]
         --sessions "$s" --clients "$c" --rate "$r" \
         --server-pid "$gw_pid,$session_pid,$store_pid" "$@" -- \
         "$emit" --worker-endpoint "$ep_worker" --session-endpoint "$ep_client" \
-        ${SPLIT:+--events-endpoint "$ep_events"} || true
+        --store-endpoint "$ep_store" ${SPLIT:+--events-endpoint "$ep_events"} || true
     stack_stop
 }
 

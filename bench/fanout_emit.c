@@ -28,9 +28,14 @@
     without a gateway (bench/fanout.sh corral does this when no
     corral-gateway is built).  The emitter's own figures are in the
     `pub:` line; CPU of other processes over the emission with --cpu-pids.
+    With --store-endpoint it asks corral-store for its statistics when the
+    emission ends and prints the commit latency of its last commits (the
+    store keeps 4 096): the state of the disk during the run, which the
+    end-to-end tail follows.
 
     Stdout is line-oriented for fanout_load.mjs: `session ID`, `ready N`,
-    `emitting T0_US`, `emitted N in S s (R/s)`, `pub: ...`, `turns: ...`,
+    `emitting T0_US`, `emitted N in S s (R/s)`, `store: ...`, `pub: ...`,
+    `turns: ...`,
     `done`.  Diagnostics go to stderr.
 
     A benchmark, not a test: it is not registered with ctest.
@@ -68,7 +73,7 @@
 #define BURST_MAX    4096  //  events sent per pass at most
 
 typedef struct {
-    const char *worker_ep, *session_ep, *events_ep, *tenant, *start;
+    const char *worker_ep, *session_ep, *events_ep, *store_ep, *tenant, *start;
     pid_t cpu_pids[8]; //  --cpu-pids: CPU of these over the emission
     size_t ncpu_pids;
     long sessions, bytes, tick_us;
@@ -451,6 +456,24 @@ static void wait_tick (emit_t *e, const struct timespec *tick)
     ppoll (p, n, tick, NULL);
 }
 
+//  corral-store's commit latency over its last commits (its ring holds
+//  4 096): one `store:` line.
+static void store_line (emit_t *e)
+{
+    proto_rpc_t *rpc = proto_rpc_new (e->o.store_ep);
+    const proto_store_stats_t *st = NULL;
+    if (rpc && proto_rpc_call (rpc, PROTO_STORE_STATS, NULL, &e->msg, 2000) == 0)
+        st = proto_body (&e->msg, store_stats);
+    if (st)
+        printf ("store: %" PRIu64 " commits; the last %" PRIu64 ": commit p50 %" PRIu64
+                " us, p99 %" PRIu64 " us\n",
+                st->commits, st->commits < 4096 ? st->commits : 4096, st->commit_p50_us,
+                st->commit_p99_us);
+    else
+        printf ("store: no statistics (store.stats failed)\n");
+    proto_rpc_destroy (&rpc);
+}
+
 static void run (emit_t *e)
 {
     struct timespec tick = {0, e->o.tick_us * 1000};
@@ -484,6 +507,7 @@ static void run (emit_t *e)
                     bench_proc_status_kib (e->o.cpu_pids[i], "VmRSS:") / 1024.0);
         printf ("\n");
     }
+    if (e->o.store_ep) store_line (e);
     fflush (stdout);
     //  The PUB gets what is still in the spine; then end the turns.
     double until = now_s () + 1;
@@ -517,22 +541,23 @@ static void run (emit_t *e)
 
 static void usage (FILE *f)
 {
-    fprintf (f,
-             "Usage: corral-fanout-emit [OPTIONS]\n"
-             "A synthetic worker emitting timestamped events into corral-session.\n\n"
-             "  --worker-endpoint EP   session's worker API (required)\n"
-             "  --session-endpoint EP  session's client API (required)\n"
-             "  --events-endpoint EP   session's event PUB: measure emit -> publish\n"
-             "  --tenant T             owner of the sessions (default bench)\n"
-             "  --sessions S           sessions, one open turn each (default 100)\n"
-             "  --rate R               events/s in total (default 20000)\n"
-             "  --duration D           seconds of emission (default 10)\n"
-             "  --warmup W             seconds not measured on the PUB (default 2)\n"
-             "  --bytes B              text bytes per event (default 64)\n"
-             "  --tick-us U            pacing interval (default 200)\n"
-             "  --start go|now         wait for 'go' on stdin, or start at once "
-             "(default go)\n"
-             "  --cpu-pids P,P,...     print these processes' CPU over the emission\n");
+    fprintf (
+        f, "Usage: corral-fanout-emit [OPTIONS]\n"
+           "A synthetic worker emitting timestamped events into corral-session.\n\n"
+           "  --worker-endpoint EP   session's worker API (required)\n"
+           "  --session-endpoint EP  session's client API (required)\n"
+           "  --events-endpoint EP   session's event PUB: measure emit -> publish\n"
+           "  --store-endpoint EP    corral-store: print its commit latency at the end\n"
+           "  --tenant T             owner of the sessions (default bench)\n"
+           "  --sessions S           sessions, one open turn each (default 100)\n"
+           "  --rate R               events/s in total (default 20000)\n"
+           "  --duration D           seconds of emission (default 10)\n"
+           "  --warmup W             seconds not measured on the PUB (default 2)\n"
+           "  --bytes B              text bytes per event (default 64)\n"
+           "  --tick-us U            pacing interval (default 200)\n"
+           "  --start go|now         wait for 'go' on stdin, or start at once "
+           "(default go)\n"
+           "  --cpu-pids P,P,...     print these processes' CPU over the emission\n");
 }
 
 static int parse_opts (int argc, char **argv, opts_t *o)
@@ -540,6 +565,7 @@ static int parse_opts (int argc, char **argv, opts_t *o)
     static const struct option longs[] = {{"worker-endpoint", required_argument, 0, 'w'},
                                           {"session-endpoint", required_argument, 0, 'c'},
                                           {"events-endpoint", required_argument, 0, 'e'},
+                                          {"store-endpoint", required_argument, 0, 'D'},
                                           {"tenant", required_argument, 0, 'T'},
                                           {"sessions", required_argument, 0, 'S'},
                                           {"rate", required_argument, 0, 'r'},
@@ -562,6 +588,9 @@ static int parse_opts (int argc, char **argv, opts_t *o)
             break;
         case 'e':
             o->events_ep = optarg;
+            break;
+        case 'D':
+            o->store_ep = optarg;
             break;
         case 'T':
             o->tenant = optarg;

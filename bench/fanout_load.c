@@ -28,6 +28,12 @@
     p99" column is how late a 1 ms timer fires in this loop, as the Node
     one reports its event-loop delay.
 
+    FANOUT_TRACE=FILE writes a time series of the window to FILE: per 10 ms
+    of emit time: ms since the window's start, the frames, those over
+    5 ms, and the worst latency (µs), to tell a tail spread evenly from one
+    made by stalls.  Its first line gives the window's start in µs of
+    CLOCK_REALTIME, to line it up with other logs.
+
     Output: one Markdown table row on stdout (--header: the header first;
     --print-header: the header alone), details on stderr.  Exit status 0
     when nothing was missing, no gap and no duplicate.  A benchmark, not a
@@ -114,8 +120,13 @@ typedef struct {
     char *emit_lines;
     size_t emit_lines_len, emit_lines_cap;
     uint64_t emitted, not_sent;
+    int64_t commit_p99_us; //  from the emitter's `store:` line; -1: none
     //  measurement
     uint32_t *hist, *lag;
+    struct slot {
+        uint32_t n, over, max;
+    } * trace; //  FANOUT_TRACE, per 10 ms
+    size_t trace_n;
     uint64_t measured, lat_max, arrived, event_frames, other_frames, gaps, dups;
     uint64_t lag_n, closed_early, failures;
     uint64_t ticks; //  timer ticks seen
@@ -166,8 +177,8 @@ static void append (char **buf, size_t *len, size_t *cap, const void *src, size_
 static const char *s_header =
     "| target | sessions × clients | offered ev/s | emitted ev/s | delivered frames/s | "
     "p50 / p95 / p99 / max ms | missing | gaps | dups | server CPU | server RSS MiB | "
-    "loadgen CPU | loadgen loop p99 ms |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+    "loadgen CPU | loadgen loop p99 ms | store commit p99 ms |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 static void parse_opts (run_t *r, int argc, char **argv)
 {
@@ -180,6 +191,7 @@ static void parse_opts (run_t *r, int argc, char **argv)
     r->sessions = 100;
     r->clients = 10;
     r->rate = 20000;
+    r->commit_p99_us = -1;
     r->duration = 10;
     r->warmup = 2;
     r->bytes = 64;
@@ -472,6 +484,12 @@ static void on_frame (run_t *r, client_t *c, const uint8_t *d, size_t n, int64_t
     if (lat < 0) lat = 0;
     r->hist[lat < HIST_US ? lat : HIST_US]++;
     if ((uint64_t)lat > r->lat_max) r->lat_max = (uint64_t)lat;
+    if (r->trace) {
+        struct slot *sl = &r->trace[(size_t)(emit - r->win_start) / 10000 % r->trace_n];
+        sl->n++;
+        sl->over += lat > 5000;
+        if ((uint32_t)lat > sl->max) sl->max = (uint32_t)lat;
+    }
     r->measured++;
 }
 
@@ -675,6 +693,8 @@ static void emitter_line (run_t *r, char *line)
     } else if (strcmp (line, "done") == 0)
         r->source_done = true;
     else {
+        const char *cp = strncmp (line, "store: ", 7) == 0 ? strstr (line, "p99 ") : NULL;
+        if (cp) r->commit_p99_us = strtoll (cp + 4, NULL, 10);
         if (strncmp (line, "emitted ", 8) == 0) {
             r->emitted = strtoull (line + 8, NULL, 10);
             const char *ns = strstr (line, "not sent ");
@@ -888,6 +908,11 @@ int main (int argc, char **argv)
     }
     r->win_start = r->t0_us + (int64_t)(r->warmup * 1e6);
     r->win_end = r->win_start + (int64_t)(r->duration * 1e6);
+    if (getenv ("FANOUT_TRACE")) {
+        r->trace_n = (size_t)(r->duration * 100) + 1;
+        r->trace = xrealloc (NULL, r->trace_n * sizeof *r->trace);
+        memset (r->trace, 0, r->trace_n * sizeof *r->trace);
+    }
 
     while (real_us () < r->win_start) loop_once (r, 1);
     r->arriving = true;
@@ -931,6 +956,14 @@ int main (int argc, char **argv)
     double loop99 = pct (r->lag, r->lag_n, 99);
 
     if (r->emit_lines_len) fwrite (r->emit_lines, 1, r->emit_lines_len, stderr);
+    FILE *tf = r->trace ? fopen (getenv ("FANOUT_TRACE"), "w") : NULL;
+    if (tf)
+        fprintf (tf, "# window start %" PRId64 " µs (CLOCK_REALTIME)\n", r->win_start);
+    for (size_t i = 0; tf && i < r->trace_n; i++)
+        fprintf (tf, "%zu %u %u %u\n", i * 10, r->trace[i].n, r->trace[i].over,
+                 r->trace[i].max);
+    if (tf) fclose (tf);
+    free (r->trace);
     fprintf (stderr,
              "fanout-load: window %.1f s; %" PRIu64 " event frames in all (%" PRIu64
              " other), %" PRId64 " missing of %" PRIu64
@@ -949,11 +982,14 @@ int main (int argc, char **argv)
         snprintf (rss + lr, sizeof rss - lr, "%s%.0f", i ? ", " : "", prss[i]);
     }
     double el = r->warmup + r->duration;
+    char commit[16] = "-";
+    if (r->commit_p99_us >= 0)
+        snprintf (commit, sizeof commit, "%.2f", (double)r->commit_p99_us / 1000);
     printf ("| %s%s%s | %ld × %ld | %ld | %.0f | %.0f | %s / %s / %s / %s | %" PRId64
-            " | %" PRIu64 " | %" PRIu64 " | %s | %s | %.0f%% | %.2f |\n",
+            " | %" PRIu64 " | %" PRIu64 " | %s | %s | %.0f%% | %.2f | %s |\n",
             r->target, *r->label ? " " : "", r->label, r->sessions, r->clients, r->rate,
             (double)r->emitted / el, delivered, p50, p95, p99, mx, missing, r->gaps,
-            r->dups, r->npids ? cpus : "-", r->npids ? rss : "-", cpu, loop99);
+            r->dups, r->npids ? cpus : "-", r->npids ? rss : "-", cpu, loop99, commit);
     fflush (stdout);
     return missing || r->gaps || r->dups ? 1 : 0;
 }

@@ -89,8 +89,8 @@ let emitterArgv = [];
 }
 const HEADER = '| target | sessions × clients | offered ev/s | emitted ev/s | delivered frames/s | ' +
   'p50 / p95 / p99 / max ms | missing | gaps | dups | server CPU | server RSS MiB | ' +
-  'loadgen CPU | loadgen loop p99 ms |\n' +
-  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
+  'loadgen CPU | loadgen loop p99 ms | store commit p99 ms |\n' +
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
 if (o['print-header']) {
   console.log(HEADER);
   process.exit(0);
@@ -388,6 +388,10 @@ function corralEmitter() {
     else if (w[0] === 'emitting') { em.t0 = Number(w[1]); onEmitting(); }
     else if (w[0] === 'done') onDone();
     else {
+      if (w[0] === 'store:') {
+        const m = / p99 (\d+) us/.exec(line);
+        if (m) em.commitP99 = Number(m[1]);
+      }
       if (w[0] === 'emitted') {
         em.emitted = Number(w[1]);
         const m = /not sent (\d+)/.exec(line);
@@ -502,7 +506,8 @@ async function main() {
       `${o.rate} | ${r.emitted_per_s} | ${r.delivered_per_s} | ` +
       `${f(r.p50_ms)} / ${f(r.p95_ms)} / ${f(r.p99_ms)} / ${f(r.max_ms)} | ${missing} | ${gaps} | ` +
       `${dups} | ${r.server_cpu_pct.map((x) => x + '%').join(', ') || '-'} | ` +
-      `${r.server_rss_mib.join(', ') || '-'} | ${r.loadgen_cpu_pct}% | ${r.loadgen_loop_p99_ms.toFixed(2)} |`);
+      `${r.server_rss_mib.join(', ') || '-'} | ${r.loadgen_cpu_pct}% | ${r.loadgen_loop_p99_ms.toFixed(2)} | ` +
+      `${src.commitP99 !== undefined ? (src.commitP99 / 1000).toFixed(2) : '-'} |`);
   }
   process.exit(missing || gaps || dups ? 1 : 0);
 }
