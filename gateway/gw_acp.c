@@ -256,6 +256,7 @@ static const struct {
     {"_corral/session/attach", gw_acp_attach, F_REQ | F_INIT | F_AUTH | F_RATE},
     {"_corral/session/detach", gw_acp_detach, F_REQ | F_INIT | F_AUTH},
     {"_corral/session/history", gw_acp_history, F_REQ | F_INIT | F_AUTH | F_RATE},
+    {"_corral/session/permission", gw_acp_permission, F_REQ | F_INIT | F_AUTH | F_RATE},
     {"_corral/usage", gw_acp_usage, F_REQ | F_INIT | F_AUTH | F_RATE},
 };
 #define S_METHODS (sizeof s_methods / sizeof s_methods[0])

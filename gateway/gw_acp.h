@@ -7,7 +7,8 @@
       gw_acp_session.c  session/new, load, attach, resume, detach, list,
                         close, delete, cancel, set_mode, set_config_option
       gw_acp_prompt.c   session/prompt and $/cancel_request
-      gw_acp_extra.c    _corral/session/history and _corral/usage
+      gw_acp_extra.c    _corral/session/history, _corral/session/permission and
+                        _corral/usage
 */
 #ifndef GW_ACP_H
 #define GW_ACP_H
@@ -64,6 +65,6 @@ typedef void gw_acp_handler_fn (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t
 gw_acp_handler_fn gw_acp_initialize, gw_acp_authenticate, gw_acp_new, gw_acp_load,
     gw_acp_attach, gw_acp_resume, gw_acp_detach, gw_acp_list, gw_acp_close, gw_acp_delete,
     gw_acp_cancel, gw_acp_set_mode, gw_acp_set_config, gw_acp_prompt,
-    gw_acp_cancel_request, gw_acp_history, gw_acp_usage;
+    gw_acp_cancel_request, gw_acp_history, gw_acp_permission, gw_acp_usage;
 
 #endif

@@ -1,5 +1,6 @@
-/*  gw_acp_extra.c - _corral/session/history (stored events as REST objects)
-    and _corral/usage (a tenant's daily counters).  See gw_acp.h.
+/*  gw_acp_extra.c - _corral/session/history (stored events as REST objects),
+    _corral/session/permission (answer a permission request one was not
+    asked) and _corral/usage (a tenant's daily counters).  See gw_acp.h.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,67 @@ void gw_acp_history (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
     proto_tenant_id_req_t req = {.tenant = gw_acp_tenant (conn), .id = c->session};
     if (gw_call_session (self, PROTO_SESSION_LOAD, &req, GW_CALL_TIMEOUT_MS,
                          on_history_allowed, c, gw_acp_ctx_drop)) {
+        gw_acp_ctx_free (c);
+        gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
+    }
+}
+
+/* ---- _corral/session/permission --------------------------------------------------- */
+
+/*  The answer to a pending permission request from a client that holds no
+    session/request_permission for it: a REST client (POST
+    /v1/sessions/{id}/permission), or an ACP client that saw the
+    permission_request event (its `requestId`) without being asked.  The
+    session service compares and sets, so it counts exactly like an answer
+    to session/request_permission: the first answer wins, a later one is a
+    conflict, and the resolution event withdraws the request from every
+    connection that was asked. */
+
+static void on_permission (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
+{
+    ctx_t *c = arg;
+    gw_conn_t *conn = gw_acp_ctx_conn (self, c);
+    if (!conn) return;
+    if (rc)
+        gw_acp_bus_error (self, conn, c->id, rc, reply);
+    else {
+        json_t *r = json_object ();
+        gw_send_result (self, conn, c->id, r);
+        json_decref (r);
+    }
+    gw_acp_ctx_free (c);
+}
+
+void gw_acp_permission (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
+{
+    cm_uuid_t session;
+    if (gw_acp_param_session (self, conn, msg, &session)) return;
+    const char *request = gw_acp_param_str (msg->params, "requestId");
+    json_t *outcome = json_object_get (msg->params, "outcome");
+    const char *kind = json_string_value (json_object_get (outcome, "outcome"));
+    const char *option = json_string_value (json_object_get (outcome, "optionId"));
+    bool selected = kind && strcmp (kind, "selected") == 0 && option && *option &&
+                    strlen (option) <= IDEM_MAX;
+    bool cancelled = kind && strcmp (kind, "cancelled") == 0;
+    if (!request || !*request || strlen (request) > IDEM_MAX ||
+        !(selected || cancelled)) {
+        gw_send_error (self, conn, msg->id, CM_E_INVALID,
+                       "params.requestId (the permission_request event's) and "
+                       "params.outcome are required: {\"outcome\":\"selected\","
+                       "\"optionId\":\"...\"} with one of the event's options, or "
+                       "{\"outcome\":\"cancelled\"}");
+        return;
+    }
+    char conn_text[32];
+    snprintf (conn_text, sizeof conn_text, "%llu", (unsigned long long)conn->id);
+    proto_perm_answer_t req = {.tenant = gw_acp_tenant (conn),
+                               .id = session,
+                               .request_id = request,
+                               .option_id = selected ? option : NULL,
+                               .conn = conn_text};
+    ctx_t *c = gw_acp_ctx_new (conn, msg->id);
+    if (!c || gw_call_session (self, PROTO_PERMISSION_ANSWER, &req, GW_CALL_TIMEOUT_MS,
+                               on_permission, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }

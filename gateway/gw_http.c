@@ -60,6 +60,8 @@ static const struct {
     {LWSHUMETH_POST, "/v1/sessions/*/cancel", GW_R_CANCEL, gw_rest_cancel, F_AUTH},
     {LWSHUMETH_POST, "/v1/sessions/*/close", GW_R_CLOSE, gw_rest_close, F_AUTH},
     {LWSHUMETH_GET, "/v1/sessions/*/events", GW_R_EVENTS, gw_rest_events, F_AUTH},
+    {LWSHUMETH_POST, "/v1/sessions/*/permission", GW_R_PERMISSION, gw_rest_permission,
+     F_AUTH | F_BODY},
 };
 #define S_ROUTES (sizeof s_routes / sizeof s_routes[0])
 

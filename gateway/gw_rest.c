@@ -21,6 +21,11 @@
     read.  With ?wait=false it answers 202 as soon as the session service
     stored the prompt (its user_message event, found by the idempotency
     key), or the error when it refused it.
+
+    POST /v1/sessions/{id}/permission answers a pending permission request
+    (_corral/session/permission): a REST client finds the request in the
+    event stream (a permission_request event: requestId and options) and
+    answers it here, first answer wins, as over ACP.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +188,16 @@ void gw_rest_cancel (gw_server_t *self, gw_conn_t *conn)
 void gw_rest_close (gw_server_t *self, gw_conn_t *conn)
 {
     gw_http_dispatch (self, conn, "session/close", session_params (conn->http));
+}
+
+//  {requestId, outcome} as _corral/session/permission takes them.
+void gw_rest_permission (gw_server_t *self, gw_conn_t *conn)
+{
+    gw_http_t *h = conn->http;
+    json_t *p = json_pack ("{s:s, s:O?, s:O?}", "sessionId", h->session_text, "requestId",
+                           json_object_get (h->json, "requestId"), "outcome",
+                           json_object_get (h->json, "outcome"));
+    gw_http_dispatch (self, conn, "_corral/session/permission", p);
 }
 
 /* ---- POST /v1/sessions/{id}/prompt ----------------------------------------------------- */

@@ -53,6 +53,7 @@ typedef enum {
     GW_R_CANCEL,
     GW_R_EVENTS,
     GW_R_CLOSE,
+    GW_R_PERMISSION,
 } gw_route_t;
 
 //  One HTTP request (conn->http), from LWS_CALLBACK_HTTP to the end of
@@ -179,8 +180,8 @@ bool gw_http_take_rate (gw_server_t *self, gw_conn_t *conn);
 
 typedef void gw_http_route_fn (gw_server_t *self, gw_conn_t *conn);
 gw_http_route_fn gw_rest_list, gw_rest_create, gw_rest_get, gw_rest_delete,
-    gw_rest_prompt, gw_rest_cancel, gw_rest_close, gw_rest_events, gw_rest_login,
-    gw_rest_logout, gw_health_live, gw_health_ready, gw_metrics_serve;
+    gw_rest_prompt, gw_rest_cancel, gw_rest_close, gw_rest_events, gw_rest_permission,
+    gw_rest_login, gw_rest_logout, gw_health_live, gw_health_ready, gw_metrics_serve;
 
 //  A handler's result, shaped for the route (201 + Location, 204 ...).
 void gw_rest_result (gw_server_t *self, gw_conn_t *conn, json_t *result);

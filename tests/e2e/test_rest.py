@@ -7,7 +7,7 @@ Every REST endpoint of docs/openapi.yaml, happy path and main errors
 unknown route, HEAD, a pipelined request, a body that never comes, the
 per-address connection limit), the event stream as JSON lines (gap-free after a real
 prompt) and as SSE with Last-Event-ID, follow mode, ?wait=false, busy and
-cancel, login cookie, keep-alive reuse, readiness with the session service
+cancel, a permission request answered over REST, login cookie, keep-alive reuse, readiness with the session service
 down, the static files (content types, cache headers, path escapes,
 symlinks), /metrics through promtool, the key rate limit and the message
 size limit.
@@ -35,6 +35,11 @@ SCRIPT = {"rules": [
      "responses": [[{"text": "one two three four five six seven eight nine ten eleven twelve "
                              "thirteen fourteen fifteen sixteen seventeen eighteen nineteen "
                              "twenty twentyone twentytwo", "chunks": 22}]]},
+    {"name": "perm", "match": "write the file",
+     "responses": [[{"text": "Writing."},
+                    {"tool_call": {"name": "write_file",
+                                   "arguments": {"path": "rest-perm.txt", "content": "hi\n"}}}],
+                   [{"text": "Done."}]]},
     {"name": "cancel", "match": "cancel me", "chunk_delay_ms": 300,
      "responses": [[{"text": "x " * 80, "chunks": 80}]]},
     {"name": "default", "match": "*", "responses": [[{"text": "ok", "chunks": 1}]]},
@@ -562,7 +567,8 @@ def t_openapi():
     routes = {"/v1/health/live": ["get"], "/v1/health/ready": ["get"], "/metrics": ["get"],
               "/v1/login": ["post"], "/v1/logout": ["post"], "/v1/sessions": ["get", "post"],
               "/v1/sessions/{id}": ["get", "delete"], "/v1/sessions/{id}/prompt": ["post"],
-              "/v1/sessions/{id}/cancel": ["post"], "/v1/sessions/{id}/events": ["get"]}
+              "/v1/sessions/{id}/cancel": ["post"], "/v1/sessions/{id}/events": ["get"],
+              "/v1/sessions/{id}/permission": ["post"]}
     for p, methods in routes.items():
         for m in methods:
             op = doc["paths"].get(p, {}).get(m)
@@ -587,6 +593,75 @@ def t_openapi():
         for part in r[2:].split("/"):
             check(part in node, "dangling $ref %s" % r)
             node = node[part]
+
+
+def wait_events(sid, after, until, deadline=20):
+    """Events of sid after `after` until one satisfies until(e)."""
+    end = time.time() + deadline
+    while time.time() < end:
+        evs = ndjson(curl(url("/v1/sessions/%s/events?after=%d" % (sid, after)),
+                          key=E.key).body)
+        if any(until(e) for e in evs):
+            return evs
+        time.sleep(0.2)
+    raise AssertionError("no such event after %d in %d s" % (after, deadline))
+
+
+def t_permission():
+    """A REST client answers a turn's permission request: it reads the
+    request (requestId, options) from the event stream and POSTs
+    .../permission; the first answer wins and the turn goes on."""
+    sid = new_session(mode="ask")
+    target = os.path.join(E.stack.workspace, "rest-perm.txt")
+    r = curl(url("/v1/sessions/%s/prompt?wait=false" % sid), key=E.key,
+             data={"prompt": "please write the file"})
+    check(r.status == 202, "prompt: %r" % r)
+    turn = r.json()["turnId"]
+    evs = wait_events(sid, 0, lambda e: e["kind"] == "permission_request")
+    req = [e for e in evs if e["kind"] == "permission_request"][0]
+    rid = req["requestId"]
+    allow = [o["optionId"] for o in req["options"] if o["kind"] == "allow_once"]
+    check(rid and allow and req["turnId"] == turn, "permission_request: %r" % req)
+    check(not os.path.exists(target), "nothing written before the answer")
+    answer = url("/v1/sessions/%s/permission" % sid)
+    # refused: malformed, an option the request does not offer, another tenant
+    for body in ({}, {"requestId": rid}, {"requestId": rid, "outcome": "allow"},
+                 {"requestId": rid, "outcome": {"outcome": "selected"}},
+                 {"requestId": 7, "outcome": {"outcome": "cancelled"}}):
+        error_of(curl(answer, key=E.key, data=body), 400, "invalid")
+    error_of(curl(answer, key=E.key, data={"requestId": rid, "outcome": {
+        "outcome": "selected", "optionId": "no-such-option"}}), 400, "invalid")
+    error_of(curl(answer, key=E.key_b, data={"requestId": rid, "outcome": {
+        "outcome": "selected", "optionId": allow[0]}}), 404, "not_found")
+    error_of(curl(answer, key=E.key, data={"requestId": "not-" + rid, "outcome": {
+        "outcome": "cancelled"}}), 409, "conflict")
+    # the answer, then a second one (too late)
+    ok = {"requestId": rid, "outcome": {"outcome": "selected", "optionId": allow[0]}}
+    r = curl(answer, key=E.key, data=ok)
+    check(r.status == 200 and r.json() == {}, "answer: %r" % r)
+    error_of(curl(answer, key=E.key, data=ok), 409, "conflict")
+    evs = wait_events(sid, req["seq"], lambda e: e["kind"] == "turn_ended")
+    res = [e for e in evs if e["kind"] == "permission_resolved"]
+    check(len(res) == 1 and res[0]["requestId"] == rid and res[0]["outcome"] == "selected"
+          and res[0]["optionId"] == allow[0], "permission_resolved: %r" % res)
+    ended = [e for e in evs if e["kind"] == "turn_ended"][0]
+    check(ended["stopReason"] == "end_turn", "turn_ended: %r" % ended)
+    with open(target) as f:
+        check(f.read() == "hi\n", "the approved write happened")
+    # a cancelled answer refuses the tool; the turn still ends
+    os.unlink(target)
+    r = curl(url("/v1/sessions/%s/prompt?wait=false" % sid), key=E.key,
+             data={"prompt": "please write the file again"})
+    check(r.status == 202, "second prompt: %r" % r)
+    after = r.json()["seq"]
+    evs = wait_events(sid, after, lambda e: e["kind"] == "permission_request")
+    rid2 = [e for e in evs if e["kind"] == "permission_request"][0]["requestId"]
+    r = curl(answer, key=E.key, data={"requestId": rid2, "outcome": {"outcome": "cancelled"}})
+    check(r.status == 200, "cancelled answer: %r" % r)
+    evs = wait_events(sid, after, lambda e: e["kind"] == "turn_ended")
+    res = [e for e in evs if e["kind"] == "permission_resolved"]
+    check(res and res[0]["outcome"] == "cancelled", "cancelled: %r" % res)
+    check(not os.path.exists(target), "a refused write did not happen")
 
 
 # ---- tests: phase B, a gateway with a static folder and tight limits -------------------
@@ -687,7 +762,7 @@ def main():
     E.cleanup = []
     E.stack = Stack(build)
     phase_a = [t_body_deadline_start, t_openapi, t_health, t_head, t_pipelined, t_auth, t_static_default, t_sessions, t_prompt_and_events, t_sse,
-               t_follow_live, t_nowait_busy_cancel, t_bodies, t_routes, t_login_cookie,
+               t_follow_live, t_nowait_busy_cancel, t_permission, t_bodies, t_routes, t_login_cookie,
                t_keepalive, t_metrics, t_long_wait_and_keepalive, t_ready_down,
                t_body_deadline_check]
     phase_b = [t_static_files, t_limit, t_metrics_auth, t_ip_limit, t_rate_limit]

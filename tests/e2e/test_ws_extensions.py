@@ -2,8 +2,10 @@
 """Corral's ACP extensions through the gateway: _corral/session/history
 (paged stored events), _corral/usage (the tenant's daily counters after a
 real turn, another tenant's untouched), _corral/session/detach (no more
-events for this connection, other watchers unaffected), and the
-_corral/session/state notification.
+events for this connection, other watchers unaffected),
+_corral/session/permission (a connection that was not asked answers a
+permission request; the one that was asked gets $/cancel_request), and
+the _corral/session/state notification.
 
 usage: test_ws_extensions.py BUILD_DIR
 """
@@ -16,6 +18,16 @@ import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from corral_stack import Stack  # noqa: E402
+
+
+SCRIPT = {"rules": [
+    {"name": "perm", "match": "write the file",
+     "responses": [[{"text": "Writing."},
+                    {"tool_call": {"name": "write_file",
+                                   "arguments": {"path": "ext-perm.txt", "content": "hi\n"}}}],
+                   [{"text": "Done."}]]},
+    {"name": "default", "match": "*", "responses": [[{"text": "Hello there.", "chunks": 2}]]},
+]}
 
 
 def check(cond, what):
@@ -111,12 +123,52 @@ async def run(stack, key_a, key_b):
     check(any(n.get("method") == "session/update" for n in a.notes),
           "the attached one got the turn's updates")
 
+    # permission: `a` prompts in ask mode and is asked; `o`, same tenant,
+    # not watching, reads the request from the history and answers it
+    r = await a.call("session/new", {"cwd": stack.workspace, "mcpServers": [],
+                                      "_meta": {"mode": "ask"}})
+    psid = r["result"]["sessionId"]
+    a.notes.clear()
+    prompt = asyncio.ensure_future(a.call("session/prompt", {
+        "sessionId": psid, "prompt": [{"type": "text", "text": "please write the file"}]}))
+    o = Client(stack.ws_url, key_a)
+    await o.open()
+    req = None
+    for _ in range(100):
+        h = (await o.call("_corral/session/history", {"sessionId": psid}))["result"]
+        req = next((e for e in h["events"] if e["kind"] == "permission_request"), None)
+        if req:
+            break
+        await asyncio.sleep(0.1)
+    check(req is not None, "the permission_request event is in the history")
+    allow = next(x["optionId"] for x in req["options"] if x["kind"] == "allow_once")
+    answer = {"sessionId": psid, "requestId": req["requestId"],
+              "outcome": {"outcome": "selected", "optionId": allow}}
+    bad = await b.call("_corral/session/permission", answer)
+    check(bad.get("error", {}).get("code") == -32002, "another tenant gets no such session")
+    bad = await o.call("_corral/session/permission", dict(answer, outcome={"outcome": "x"}))
+    check(bad.get("error", {}).get("code") == -32602, "a malformed outcome is refused")
+    r = await o.call("_corral/session/permission", answer)
+    check(r.get("result") == {}, "the answer of a connection that was not asked counts")
+    r = await o.call("_corral/session/permission", answer)
+    check(r.get("error", {}).get("code") == -32007, "a second answer is a conflict")
+    r = await asyncio.wait_for(prompt, 30)
+    check(r.get("result", {}).get("stopReason") == "end_turn", "the turn went on and ended")
+    asked = [n for n in a.notes if n.get("method") == "session/request_permission"]
+    check(len(asked) == 1 and asked[0]["params"]["_meta"]["requestId"] == req["requestId"],
+          "the watching connection was asked once")
+    withdrawn = [n for n in a.notes if n.get("method") == "$/cancel_request"]
+    check([n["params"]["requestId"] for n in withdrawn] == [asked[0]["id"]],
+          "and its request was withdrawn once the other answer won")
+    with open(os.path.join(stack.workspace, "ext-perm.txt")) as f:
+        check(f.read() == "hi\n", "the approved write happened")
+
 
 def main():
     stack = Stack(sys.argv[1])
     rc = 1
     try:
-        stack.start()
+        stack.start(script=SCRIPT)
         asyncio.run(run(stack, stack.key("tenant-a"), stack.key("tenant-b")))
         rc = 0
     finally:
