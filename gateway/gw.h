@@ -82,6 +82,7 @@ typedef struct {
     int64_t ping_ms, idle_ms, slow_ms;
     int64_t max_conns, max_conns_per_ip;
     int64_t rate, burst;
+    int64_t probe_rate, probe_burst; //  per address: unknown keys, readiness
     int64_t queue_frames, queue_bytes;
     int64_t key_cache_ms;
     bool listen_share;
@@ -242,6 +243,7 @@ struct gw_conn {
     bool refuse;      //  close right after the handshake (reason below)
     int close_code;
     char close_reason[124]; //  a WebSocket close reason is at most 123 bytes
+    int64_t retry_ms;       //  a probe refused (gw_probe_take): when to retry
     struct gw_http *http;   //  HTTP only
     gw_conn_t *all_next, *all_prev;
 };
@@ -271,7 +273,7 @@ typedef void (*gw_call_drop_fn) (void *arg);
 typedef struct {
     uint64_t requests, responses, errors, notifications;
     uint64_t events_in, events_out, frames_out, bytes_out;
-    uint64_t store_reads, gaps, catchups, slow_closed, rate_limited;
+    uint64_t store_reads, gaps, catchups, slow_closed, rate_limited, probes_limited;
     uint64_t conns_opened, conns_closed, conns_refused;
 } gw_stats_t;
 
@@ -305,6 +307,7 @@ struct gw_server {
     cm_map_t *subs; //  session id -> gw_sub_t
     cm_map_t *keys; //  sha-256 -> gw_key_t
     gw_iplimit_t *iplimit;
+    gw_ipbuckets_t *probes; //  per-address probe limit (gw_probe_take)
     struct gw_render *render;
     struct gw_http_srv *http; //  gw_http.c: mounts, static folder, counters
     char **origins;
@@ -433,8 +436,15 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg);
 /* ---- gw_keys.c ----------------------------------------------------- */
 
 //  Find or start looking up the key with this hash; the connection waits
-//  (conn->auth PENDING) until gw_acp_on_auth.  Returns the key entry.
+//  (conn->auth PENDING) until gw_acp_on_auth.  Returns the key entry, or
+//  NULL: out of memory, or (conn->close_reason "limited") a key not in
+//  the cache from an address past its probe limit (gw_probe_take).
 gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t hash[32]);
+//  Take one token of the probe limit of conn's address: every request
+//  that makes the gateway ask the store or the session service before a
+//  key is accepted (a key not in the cache, /v1/health/ready) takes one.
+//  0, or CM_E_RATE_LIMITED with conn->retry_ms set (and counted).
+int gw_probe_take (gw_server_t *self, gw_conn_t *conn);
 void gw_keys_release (gw_server_t *self, gw_key_t *key);
 //  Take one token of the key's rate limit: 0 or CM_E_RATE_LIMITED.
 int gw_keys_take (gw_server_t *self, gw_key_t *key, int64_t *retry_ms);

@@ -269,8 +269,16 @@ void gw_http_reply_error (gw_server_t *self, gw_conn_t *conn, int cm_code,
 void gw_http_reply_no_key (gw_server_t *self, gw_conn_t *conn)
 {
     bool transient = strcmp (conn->close_reason, "transient") == 0;
+    bool limited = strcmp (conn->close_reason, "limited") == 0;
     conn->close_reason[0] = 0;
-    if (transient)
+    if (limited) {
+        json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)conn->retry_ms);
+        gw_http_reply_error (self, conn, CM_E_RATE_LIMITED,
+                             "too many API keys this gateway does not know came from "
+                             "your address; retry in a moment",
+                             detail);
+        json_decref (detail);
+    } else if (transient)
         gw_http_reply_error (self, conn, CM_E_UNAVAILABLE,
                              "API keys cannot be checked right now; retry in a moment",
                              NULL);

@@ -8,6 +8,11 @@
     closes every connection using it.  Unknown keys are cached too, so a
     client guessing keys costs the store one read per guess per period.
 
+    A key not in the cache costs a store read, so it first takes a token
+    of its address's probe limit (cfg probe_rate, probe_burst): a client
+    presenting ever-new keys is refused (429, WebSocket close 1013) once
+    its address runs out, before the store is asked.
+
     Each entry holds the key's token bucket (cfg rate per second, cfg
     burst), shared by every connection and request using the key.
 
@@ -101,6 +106,11 @@ gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t has
 {
     gw_key_t *key = find (self, hash);
     if (!key) {
+        if (gw_probe_take (self, conn)) {
+            conn->auth = GW_AUTH_BAD;
+            snprintf (conn->close_reason, sizeof conn->close_reason, "limited");
+            return NULL;
+        }
         if (cm_map_size (self->keys) >= KEYS_MAX) gw_keys_tick (self, INT64_MAX);
         key = calloc (1, sizeof *key);
         if (!key) return NULL;
@@ -142,8 +152,17 @@ int gw_keys_take (gw_server_t *self, gw_key_t *key, int64_t *retry_ms)
     return rc;
 }
 
+int gw_probe_take (gw_server_t *self, gw_conn_t *conn)
+{
+    if (!self->probes) return 0;
+    int rc = gw_ipbuckets_take (self->probes, &conn->ip, cm_mono_ms (), &conn->retry_ms);
+    if (rc) self->stats.probes_limited++;
+    return rc;
+}
+
 void gw_keys_tick (gw_server_t *self, int64_t now)
 {
+    if (self->probes && now != INT64_MAX) gw_ipbuckets_sweep (self->probes, now);
     size_t pos = 0;
     const void *k;
     void *value;

@@ -56,6 +56,12 @@ static const cm_cfg_opt_t s_opts[] = {
          NULL),
     OPT ("burst", CM_CFG_INT, burst, "200", "requests one key may make at once", 1,
          1000000, NULL),
+    OPT ("probe-rate", CM_CFG_INT, probe_rate, "20",
+         "per client address: requests per second that make the gateway check a key it "
+         "does not know yet, or its readiness (then 429 / close 1013)",
+         1, 1000000, NULL),
+    OPT ("probe-burst", CM_CFG_INT, probe_burst, "100",
+         "per client address: such requests at once", 1, 1000000, NULL),
     OPT ("queue-frames", CM_CFG_INT, queue_frames, "4096",
          "frames queued per connection before it catches up from the store", 16, 10000000,
          NULL),

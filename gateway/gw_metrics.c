@@ -155,6 +155,15 @@ void gw_health_ready (gw_server_t *self, gw_conn_t *conn)
         json_decref (r);
         return;
     }
+    if (gw_probe_take (self, conn)) {
+        json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)conn->retry_ms);
+        gw_http_reply_error (self, conn, CM_E_RATE_LIMITED,
+                             "too many readiness checks from your address; retry in a "
+                             "moment",
+                             detail);
+        json_decref (detail);
+        return;
+    }
     h->probes_pending = GW_PROBE_STORE | GW_PROBE_SESSION | GW_PROBE_MONITOR;
     uint64_t *a = gw_http_box (conn), *b = gw_http_box (conn);
     if (!a || gw_call_store (self, PROTO_STORE_STATS, NULL, on_store_probe, a, free)) {
@@ -226,6 +235,8 @@ static void own_metrics (gw_server_t *self, cm_strbuf_t *bp)
         C (catchups, "Times a watcher fell back to the store."),
         C (slow_closed, "Connections closed for being too slow."),
         C (rate_limited, "Requests refused by a key's rate limit."),
+        C (probes_limited,
+           "Requests refused by an address's probe limit (unknown keys, readiness)."),
         C (conns_opened, "Connections opened (WebSocket and HTTP requests)."),
         C (conns_closed, "Connections closed."),
         C (conns_refused, "Connections and HTTP requests refused by a limit."),

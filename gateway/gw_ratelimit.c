@@ -1,5 +1,5 @@
-/*  gw_ratelimit.c - token bucket and per-IP connection counter
-    (see gw_ratelimit.h).  */
+/*  gw_ratelimit.c - token bucket, per-IP connection counter, per-IP
+    token buckets (see gw_ratelimit.h).  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -157,4 +157,75 @@ uint32_t gw_iplimit_count (const gw_iplimit_t *self, const gw_ip_key_t *key)
 size_t gw_iplimit_size (const gw_iplimit_t *self)
 {
     return cm_map_size (self->counts);
+}
+
+/* ---------------------------------------------------------------- */
+/*  A token bucket per IP                                            */
+
+struct gw_ipbuckets {
+    cm_map_t *buckets; //  gw_ip_key_t -> gw_bucket_t (malloc'd)
+    uint32_t rate, burst;
+    size_t max_ips;
+};
+
+gw_ipbuckets_t *gw_ipbuckets_new (uint32_t rate, uint32_t burst, size_t max_ips)
+{
+    gw_bucket_t probe;
+    if (max_ips < 1 || gw_ratelimit_init (&probe, rate, burst, 0)) return NULL;
+    gw_ipbuckets_t *self = calloc (1, sizeof *self);
+    if (!self) return NULL;
+    self->buckets = cm_map_new (GW_IP_KEY_LEN);
+    if (!self->buckets) {
+        free (self);
+        return NULL;
+    }
+    self->rate = rate;
+    self->burst = burst;
+    self->max_ips = max_ips;
+    return self;
+}
+
+void gw_ipbuckets_destroy (gw_ipbuckets_t **self_p)
+{
+    gw_ipbuckets_t *self = *self_p;
+    if (!self) return;
+    size_t pos = 0;
+    void *value;
+    while (cm_map_next (self->buckets, &pos, NULL, &value)) free (value);
+    cm_map_destroy (&self->buckets);
+    free (self);
+    *self_p = NULL;
+}
+
+int gw_ipbuckets_take (gw_ipbuckets_t *self, const gw_ip_key_t *key, int64_t now_ms,
+                       int64_t *retry_ms)
+{
+    gw_bucket_t *b = cm_map_get (self->buckets, key->b);
+    if (!b) {
+        if (cm_map_size (self->buckets) >= self->max_ips &&
+            gw_ipbuckets_sweep (self, now_ms) >= self->max_ips)
+            return 0;
+        b = malloc (sizeof *b);
+        if (!b) return 0; //  untracked, as when the table is full
+        gw_ratelimit_init (b, self->rate, self->burst, now_ms);
+        if (cm_map_put (self->buckets, key->b, b)) {
+            free (b);
+            return 0;
+        }
+    }
+    return gw_ratelimit_take (b, now_ms, retry_ms);
+}
+
+size_t gw_ipbuckets_sweep (gw_ipbuckets_t *self, int64_t now_ms)
+{
+    size_t pos = 0;
+    const void *key;
+    void *value;
+    while (cm_map_next (self->buckets, &pos, &key, &value)) {
+        gw_bucket_t *b = value;
+        if (gw_ratelimit_available (b, now_ms) < b->burst) continue;
+        cm_map_remove (self->buckets, key);
+        free (b);
+    }
+    return cm_map_size (self->buckets);
 }

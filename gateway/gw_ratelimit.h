@@ -1,9 +1,12 @@
-/*  gw_ratelimit.h - the gateway's two admission limits (DESIGN §6):
+/*  gw_ratelimit.h - the gateway's admission limits (DESIGN §6):
 
       - a token bucket per API key: `rate` tokens per second flow in, at
         most `burst` are kept, a request takes one;
       - a per-IP connection counter: at most `cap` open connections from
-        one address, in a table of at most `max_ips` addresses.
+        one address, in a table of at most `max_ips` addresses;
+      - a token bucket per IP for probes: requests that make the gateway
+        ask the store or the session service before any key is accepted
+        (a key not in its cache, /v1/health/ready).
 
     Time is passed in (monotonic milliseconds, cm_mono_ms in the server),
     so tests drive the clock without sleeping.  Neither is thread-safe:
@@ -85,5 +88,30 @@ int gw_iplimit_release (gw_iplimit_t *self, const gw_ip_key_t *key);
 uint32_t gw_iplimit_count (const gw_iplimit_t *self, const gw_ip_key_t *key);
 //  Addresses with at least one connection.
 size_t gw_iplimit_size (const gw_iplimit_t *self);
+
+/* ---------------------------------------------------------------- */
+/*  A token bucket per IP                                            */
+
+typedef struct gw_ipbuckets gw_ipbuckets_t;
+
+//  Buckets of rate / burst (as gw_ratelimit_init) for at most max_ips (>= 1)
+//  addresses.  An address is tracked from its first take until its bucket
+//  is full again (gw_ipbuckets_sweep), so idle addresses cost nothing.
+//  NULL on a bad argument or out of memory.
+gw_ipbuckets_t *gw_ipbuckets_new (uint32_t rate, uint32_t burst, size_t max_ips);
+//  Free the table; sets *self_p to NULL.  Idempotent.
+void gw_ipbuckets_destroy (gw_ipbuckets_t **self_p);
+
+//  Take one token of key's bucket.  Returns 0, or CM_E_RATE_LIMITED with
+//  *retry_ms (may be NULL) set to the milliseconds until one will be there.
+//  A new address when max_ips others are tracked (after a sweep) is let
+//  through untracked: the limit is per address, and whoever holds that
+//  many addresses gets past per-address limits anyway; refusing would
+//  lock out everyone else instead.  Returns 0 then too.
+int gw_ipbuckets_take (gw_ipbuckets_t *self, const gw_ip_key_t *key, int64_t now_ms,
+                       int64_t *retry_ms);
+//  Forget every address whose bucket is full again at now_ms.  Returns
+//  the addresses still tracked.
+size_t gw_ipbuckets_sweep (gw_ipbuckets_t *self, int64_t now_ms);
 
 #endif

@@ -484,7 +484,10 @@ void gw_rest_login (gw_server_t *self, gw_conn_t *conn)
         conn->key = NULL;
     }
     if (!gw_keys_acquire (self, conn, hash)) {
-        gw_http_reply_error (self, conn, CM_E_NOMEM, NULL, NULL);
+        if (!strcmp (conn->close_reason, "limited"))
+            gw_http_reply_no_key (self, conn);
+        else
+            gw_http_reply_error (self, conn, CM_E_NOMEM, NULL, NULL);
         return;
     }
     if (conn->auth != GW_AUTH_PENDING) gw_rest_login_done (self, conn);

@@ -235,7 +235,11 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
             memcpy (why, conn->close_reason, sizeof why);
             conn->refuse = false;
             gw_conn_close (self, conn, conn->close_code, why);
-        } else if (conn->auth == GW_AUTH_BAD)
+        } else if (conn->auth == GW_AUTH_BAD && !strcmp (conn->close_reason, "limited"))
+            gw_conn_close (self, conn, 1013,
+                           "too many API keys this gateway does not know came from your "
+                           "address; retry in a few seconds");
+        else if (conn->auth == GW_AUTH_BAD)
             //  A malformed key (no lookup was made): refused like an
             //  unknown one (gw_acp_on_auth).
             gw_conn_close (self, conn, 1008, "the API key was not accepted");
@@ -419,9 +423,11 @@ int gw_server_run (gw_config_t *cfg)
     self->subs = cm_map_new (16);
     self->keys = cm_map_new (16);
     self->iplimit = gw_iplimit_new ((uint32_t)cfg->max_conns_per_ip, 1000000);
+    self->probes =
+        gw_ipbuckets_new ((uint32_t)cfg->probe_rate, (uint32_t)cfg->probe_burst, 100000);
     self->render = gw_render_new ();
-    if (!self->conns || !self->subs || !self->keys || !self->iplimit || !self->render ||
-        split_origins (self))
+    if (!self->conns || !self->subs || !self->keys || !self->iplimit || !self->probes ||
+        !self->render || split_origins (self))
         goto done;
 
     struct lws_context_creation_info info;
@@ -500,6 +506,7 @@ done:
     gw_keys_free_all (self);
     cm_map_destroy (&self->conns);
     gw_iplimit_destroy (&self->iplimit);
+    gw_ipbuckets_destroy (&self->probes);
     gw_render_destroy (&self->render);
     for (size_t i = 0; i < self->norigins; i++) free (self->origins[i]);
     free (self->origins);

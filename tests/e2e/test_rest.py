@@ -7,13 +7,15 @@ Every REST endpoint of docs/openapi.yaml, happy path and main errors
 unknown route, HEAD, a pipelined request, a body that never comes, the
 per-address connection limit), the event stream as JSON lines (gap-free after a real
 prompt) and as SSE with Last-Event-ID, follow mode, ?wait=false, busy and
-cancel, a permission request answered over REST, login cookie, keep-alive reuse, readiness with the session service
+cancel, a permission request answered over REST, the per-address probe
+limit (ever-new keys, readiness checks), login cookie, keep-alive reuse, readiness with the session service
 down, the static files (content types, cache headers, path escapes,
 symlinks), /metrics through promtool, the key rate limit and the message
 size limit.
 
 usage: test_rest.py BUILD_DIR
 """
+import base64
 import json
 import os
 import shutil
@@ -757,6 +759,54 @@ def t_rate_limit():
     check(int(limited.h("retry-after")) >= 1 and e["retryAfterMs"] >= 0, "429: %r" % limited)
 
 
+# ---- tests: phase C, a gateway with a tight probe limit ---------------------------------
+
+def random_key():
+    return "crl_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+def ws_handshake(key):
+    """A WebSocket handshake on /acp with key: (status line, close code or None)."""
+    s = raw_open(("GET /acp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Authorization: Bearer %s\r\n\r\n" % key).encode())
+    out, _ = raw_read(s, 1.0)
+    s.close()
+    head, _, rest = out.partition(b"\r\n\r\n")
+    code = None
+    if len(rest) >= 4 and rest[0] == 0x88:
+        code = rest[2] << 8 | rest[3]
+    return head.split(b"\r\n")[0].decode(), code
+
+
+def t_probe_limit():
+    """--probe-rate 1 --probe-burst 4: keys the gateway has not cached and
+    readiness checks take a token of the client's address; past them, 429
+    with Retry-After (a WebSocket handshake: close 1013), while a cached
+    key is not slowed."""
+    time.sleep(4.5)  # wait_ready's checks spent the bucket: full again
+    check(curl(url("/v1/sessions"), key=E.key).status == 200, "a valid key (1 token)")
+    for _ in range(3):
+        error_of(curl(url("/v1/sessions"), key=random_key()), 401, "unauthorized")
+    r = curl(url("/v1/sessions"), key=random_key())
+    e = error_of(r, 429, "rate_limited")
+    check(e["retryAfterMs"] > 0 and int(r.h("retry-after")) >= 1, "retry hint: %r" % r)
+    check(curl(url("/v1/sessions"), key=E.key).status == 200, "a cached key is not counted")
+    error_of(curl(url("/v1/health/ready")), 429, "rate_limited")
+    error_of(curl(url("/v1/login"), data={"key": random_key()}), 429, "rate_limited")
+    status, code = ws_handshake(random_key())
+    check("101" in status and code == 1013, "WebSocket with a new key: %s, close %s" %
+          (status, code))
+    check(curl(url("/v1/health/live")).status == 200, "liveness is not a probe")
+    time.sleep(1.1)  # one token back
+    error_of(curl(url("/v1/sessions"), key=random_key()), 401, "unauthorized")
+    m = curl(url("/metrics")).body
+    n = [float(x.split()[-1]) for x in m.splitlines()
+         if x.startswith("corral_gateway_probes_limited_total")]
+    check(n and n[0] >= 4, "probes_limited counted: %r" % n)
+
+
 def main():
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
     E.cleanup = []
@@ -766,6 +816,7 @@ def main():
                t_keepalive, t_metrics, t_long_wait_and_keepalive, t_ready_down,
                t_body_deadline_check]
     phase_b = [t_static_files, t_limit, t_metrics_auth, t_ip_limit, t_rate_limit]
+    phase_c = [t_probe_limit]
     failed = []
     try:
         E.stack.start(script=SCRIPT, session_args=["--permission-timeout", "20s"])
@@ -775,7 +826,8 @@ def main():
         for phase, extra in ((phase_a, None),
                              (phase_b, ["--static-dir", make_static(), "--max-message", "4096",
                                         "--metrics-auth", "--rate", "1", "--burst", "3",
-                                       "--max-connections-per-ip", "2"])):
+                                       "--max-connections-per-ip", "2"]),
+                             (phase_c, ["--probe-rate", "1", "--probe-burst", "4"])):
             if extra:
                 E.stack.restart("gateway", extra)
                 wait_ready()

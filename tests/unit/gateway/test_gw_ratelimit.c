@@ -147,6 +147,68 @@ static void test_ip_table_bound (void **state)
     assert_null (gw_iplimit_new (1, 0));
 }
 
+static gw_ip_key_t ip (int i)
+{
+    char text[32];
+    gw_ip_key_t k;
+    snprintf (text, sizeof text, "10.1.%d.%d", i / 250, i % 250 + 1);
+    assert_int_equal (gw_ip_key_from_text (text, &k), 0);
+    return k;
+}
+
+static void test_ip_buckets (void **state)
+{
+    //  Each address has its own bucket: 3 now, then 2 per second.
+    gw_ipbuckets_t *t = gw_ipbuckets_new (2, 3, 100);
+    assert_non_null (t);
+    gw_ip_key_t a = ip (1), b = ip (2);
+    int64_t retry = 0;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (gw_ipbuckets_take (t, &a, 1000, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &a, 1000, &retry), CM_E_RATE_LIMITED);
+    assert_int_equal (retry, 500);
+    assert_int_equal (gw_ipbuckets_take (t, &b, 1000, NULL), 0); //  another address
+    assert_int_equal (gw_ipbuckets_take (t, &a, 1499, NULL), CM_E_RATE_LIMITED);
+    assert_int_equal (gw_ipbuckets_take (t, &a, 1500, NULL), 0);
+
+    //  A sweep forgets addresses whose bucket is full again, and only those;
+    //  a forgotten address starts over with a full bucket.
+    assert_int_equal (gw_ipbuckets_sweep (t, 1499), 2); //  b has 2.998 of 3
+    assert_int_equal (gw_ipbuckets_sweep (t, 1500), 1); //  b full again, a empty
+    assert_int_equal (gw_ipbuckets_sweep (t, 2999), 1);
+    assert_int_equal (gw_ipbuckets_sweep (t, 3000), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (gw_ipbuckets_take (t, &a, 3000, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &a, 3000, NULL), CM_E_RATE_LIMITED);
+    gw_ipbuckets_destroy (&t);
+    assert_null (t);
+    gw_ipbuckets_destroy (&t); //  idempotent
+
+    assert_null (gw_ipbuckets_new (0, 3, 100));
+    assert_null (gw_ipbuckets_new (2, 0, 100));
+    assert_null (gw_ipbuckets_new (2, 3, 0));
+}
+
+static void test_ip_buckets_table_bound (void **state)
+{
+    //  A full table sweeps first; if every address is still limited, a new
+    //  one passes untracked (never limited), and the tracked ones stay so.
+    gw_ipbuckets_t *t = gw_ipbuckets_new (1, 1, 3);
+    gw_ip_key_t k[5];
+    for (int i = 0; i < 5; i++) k[i] = ip (i);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (gw_ipbuckets_take (t, &k[i], 0, NULL), 0);
+    for (int n = 0; n < 5; n++)
+        assert_int_equal (gw_ipbuckets_take (t, &k[3], 0, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &k[0], 0, NULL), CM_E_RATE_LIMITED);
+    assert_int_equal (gw_ipbuckets_sweep (t, 0), 3);
+    //  Once k[0]..k[2] refilled, the sweep a new address causes makes room.
+    assert_int_equal (gw_ipbuckets_take (t, &k[4], 1000, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &k[4], 1000, NULL), CM_E_RATE_LIMITED);
+    assert_int_equal (gw_ipbuckets_sweep (t, 1000), 1);
+    gw_ipbuckets_destroy (&t);
+}
+
 static void test_ip_keys (void **state)
 {
     gw_ip_key_t t4, t4m, s4, s6, t6;
@@ -187,6 +249,8 @@ int main (void)
         cmocka_unit_test (test_bucket_clock_backwards_and_bad_args),
         cmocka_unit_test (test_ip_cap),
         cmocka_unit_test (test_ip_table_bound),
+        cmocka_unit_test (test_ip_buckets),
+        cmocka_unit_test (test_ip_buckets_table_bound),
         cmocka_unit_test (test_ip_keys),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
