@@ -440,7 +440,9 @@ void gw_acp_dispatch (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg);
 //  NULL: out of memory, or (conn->close_reason "limited") a key not in
 //  the cache from an address past its probe limit (gw_probe_take).
 gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t hash[32]);
-//  Take one token of the probe limit of conn's address: every request
+#define GW_PROBE_IPS_MAX 100000 //  addresses the probe limit tracks at once
+
+//  Take one token of the probe limit of conn's address (IPv6: its /64): every request
 //  that makes the gateway ask the store or the session service before a
 //  key is accepted (a key not in the cache, /v1/health/ready) takes one.
 //  0, or CM_E_RATE_LIMITED with conn->retry_ms set (and counted).

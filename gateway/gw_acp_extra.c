@@ -141,8 +141,12 @@ void gw_acp_permission (gw_server_t *self, gw_conn_t *conn, gw_rpc_msg_t *msg)
                                .option_id = selected ? option : NULL,
                                .conn = conn_text};
     ctx_t *c = gw_acp_ctx_new (conn, msg->id);
-    if (!c || gw_call_session (self, PROTO_PERMISSION_ANSWER, &req, GW_CALL_TIMEOUT_MS,
-                               on_permission, c, gw_acp_ctx_drop)) {
+    if (!c) {
+        gw_send_error (self, conn, msg->id, CM_E_NOMEM, NULL);
+        return;
+    }
+    if (gw_call_session (self, PROTO_PERMISSION_ANSWER, &req, GW_CALL_TIMEOUT_MS,
+                         on_permission, c, gw_acp_ctx_drop)) {
         gw_acp_ctx_free (c);
         gw_send_error (self, conn, msg->id, CM_E_INTERNAL, NULL);
     }

@@ -8,10 +8,11 @@
     closes every connection using it.  Unknown keys are cached too, so a
     client guessing keys costs the store one read per guess per period.
 
-    A key not in the cache costs a store read, so it first takes a token
-    of its address's probe limit (cfg probe_rate, probe_burst): a client
-    presenting ever-new keys is refused (429, WebSocket close 1013) once
-    its address runs out, before the store is asked.
+    A key not in the cache (or a refused one whose answer is stale) costs
+    a store read, so it first takes a token of its address's probe limit
+    (cfg probe_rate, probe_burst; IPv6 per /64): a client presenting
+    ever-new keys is refused (429, WebSocket close 1013) once its address
+    runs out, before the store is asked.
 
     Each entry holds the key's token bucket (cfg rate per second, cfg
     burst), shared by every connection and request using the key.
@@ -129,8 +130,15 @@ gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t has
         //  Stale: a known key keeps working while it is checked again; an
         //  unknown or refused one waits for the new answer.
         if (key->state != GW_AUTH_OK &&
-            cm_mono_ms () - key->checked_ms > self->cfg->key_cache_ms)
+            cm_mono_ms () - key->checked_ms > self->cfg->key_cache_ms) {
+            //  Asking again about a refused key costs a store read too.
+            if (gw_probe_take (self, conn)) {
+                conn->auth = GW_AUTH_BAD;
+                snprintf (conn->close_reason, sizeof conn->close_reason, "limited");
+                return NULL;
+            }
             key->state = GW_AUTH_PENDING;
+        }
         if (key->state == GW_AUTH_PENDING || key->state == GW_AUTH_OK) lookup (self, key);
     }
     key->users++;
@@ -155,7 +163,12 @@ int gw_keys_take (gw_server_t *self, gw_key_t *key, int64_t *retry_ms)
 int gw_probe_take (gw_server_t *self, gw_conn_t *conn)
 {
     if (!self->probes) return 0;
-    int rc = gw_ipbuckets_take (self->probes, &conn->ip, cm_mono_ms (), &conn->retry_ms);
+    //  One IPv6 host commonly holds a whole /64: its probes count per /64,
+    //  or each of its addresses would bring a fresh burst.
+    static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    gw_ip_key_t ip = conn->ip;
+    if (memcmp (ip.b, v4_mapped, sizeof v4_mapped) != 0) memset (ip.b + 8, 0, 8);
+    int rc = gw_ipbuckets_take (self->probes, &ip, cm_mono_ms (), &conn->retry_ms);
     if (rc) self->stats.probes_limited++;
     return rc;
 }

@@ -484,7 +484,7 @@ void gw_rest_login (gw_server_t *self, gw_conn_t *conn)
         conn->key = NULL;
     }
     if (!gw_keys_acquire (self, conn, hash)) {
-        if (!strcmp (conn->close_reason, "limited"))
+        if (strcmp (conn->close_reason, "limited") == 0)
             gw_http_reply_no_key (self, conn);
         else
             gw_http_reply_error (self, conn, CM_E_NOMEM, NULL, NULL);

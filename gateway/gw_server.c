@@ -235,7 +235,8 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *
             memcpy (why, conn->close_reason, sizeof why);
             conn->refuse = false;
             gw_conn_close (self, conn, conn->close_code, why);
-        } else if (conn->auth == GW_AUTH_BAD && !strcmp (conn->close_reason, "limited"))
+        } else if (conn->auth == GW_AUTH_BAD &&
+                   strcmp (conn->close_reason, "limited") == 0)
             gw_conn_close (self, conn, 1013,
                            "too many API keys this gateway does not know came from your "
                            "address; retry in a few seconds");
@@ -423,8 +424,8 @@ int gw_server_run (gw_config_t *cfg)
     self->subs = cm_map_new (16);
     self->keys = cm_map_new (16);
     self->iplimit = gw_iplimit_new ((uint32_t)cfg->max_conns_per_ip, 1000000);
-    self->probes =
-        gw_ipbuckets_new ((uint32_t)cfg->probe_rate, (uint32_t)cfg->probe_burst, 100000);
+    self->probes = gw_ipbuckets_new ((uint32_t)cfg->probe_rate,
+                                     (uint32_t)cfg->probe_burst, GW_PROBE_IPS_MAX);
     self->render = gw_render_new ();
     if (!self->conns || !self->subs || !self->keys || !self->iplimit || !self->probes ||
         !self->render || split_origins (self))
