@@ -271,14 +271,11 @@ void gw_http_reply_no_key (gw_server_t *self, gw_conn_t *conn)
     bool transient = strcmp (conn->close_reason, "transient") == 0;
     bool limited = strcmp (conn->close_reason, "limited") == 0;
     conn->close_reason[0] = 0;
-    if (limited) {
-        json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)conn->retry_ms);
-        gw_http_reply_error (self, conn, CM_E_RATE_LIMITED,
-                             "too many API keys this gateway does not know came from "
-                             "your address; retry in a moment",
-                             detail);
-        json_decref (detail);
-    } else if (transient)
+    if (limited)
+        gw_http_reply_limited (self, conn, conn->retry_ms,
+                               "too many API keys this gateway does not know came from "
+                               "your address; retry in a moment");
+    else if (transient)
         gw_http_reply_error (self, conn, CM_E_UNAVAILABLE,
                              "API keys cannot be checked right now; retry in a moment",
                              NULL);
@@ -363,13 +360,19 @@ void gw_http_dispatch (gw_server_t *self, gw_conn_t *conn, const char *method,
     json_decref (params);
 }
 
+void gw_http_reply_limited (gw_server_t *self, gw_conn_t *conn, int64_t retry_ms,
+                            const char *message)
+{
+    json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)retry_ms);
+    gw_http_reply_error (self, conn, CM_E_RATE_LIMITED, message, detail);
+    json_decref (detail);
+}
+
 bool gw_http_take_rate (gw_server_t *self, gw_conn_t *conn)
 {
     int64_t retry_ms = 0;
     if (!conn->key || gw_keys_take (self, conn->key, &retry_ms) == 0) return true;
-    json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)retry_ms);
-    gw_http_reply_error (self, conn, CM_E_RATE_LIMITED, NULL, detail);
-    json_decref (detail);
+    gw_http_reply_limited (self, conn, retry_ms, NULL);
     return false;
 }
 

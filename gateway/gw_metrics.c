@@ -156,12 +156,9 @@ void gw_health_ready (gw_server_t *self, gw_conn_t *conn)
         return;
     }
     if (gw_probe_take (self, conn)) {
-        json_t *detail = json_pack ("{s:I}", "retryAfterMs", (json_int_t)conn->retry_ms);
-        gw_http_reply_error (self, conn, CM_E_RATE_LIMITED,
-                             "too many readiness checks from your address; retry in a "
-                             "moment",
-                             detail);
-        json_decref (detail);
+        gw_http_reply_limited (
+            self, conn, conn->retry_ms,
+            "too many readiness checks from your address; retry in a moment");
         return;
     }
     h->probes_pending = GW_PROBE_STORE | GW_PROBE_SESSION | GW_PROBE_MONITOR;

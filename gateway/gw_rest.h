@@ -158,6 +158,10 @@ void gw_http_reply_text (gw_server_t *self, gw_conn_t *conn, int status,
 //  borrowed, filtered by gw_rpc's allowlist.
 void gw_http_reply_error (gw_server_t *self, gw_conn_t *conn, int cm_code,
                           const char *message, json_t *detail);
+//  429 rate_limited with retryAfterMs (and Retry-After); message NULL:
+//  the table's.
+void gw_http_reply_limited (gw_server_t *self, gw_conn_t *conn, int64_t retry_ms,
+                            const char *message);
 //  The request's key was not accepted (401), could not be checked now
 //  (503: the store did not answer), or is missing (401).
 void gw_http_reply_no_key (gw_server_t *self, gw_conn_t *conn);
