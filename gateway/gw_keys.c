@@ -103,15 +103,19 @@ static void on_key (gw_server_t *self, void *arg, int rc, proto_msg_t *reply)
     }
 }
 
+//  Past the address's probe limit: refused without asking the store.
+static gw_key_t *refuse_limited (gw_conn_t *conn)
+{
+    conn->auth = GW_AUTH_BAD;
+    snprintf (conn->close_reason, sizeof conn->close_reason, "limited");
+    return NULL;
+}
+
 gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t hash[32])
 {
     gw_key_t *key = find (self, hash);
     if (!key) {
-        if (gw_probe_take (self, conn)) {
-            conn->auth = GW_AUTH_BAD;
-            snprintf (conn->close_reason, sizeof conn->close_reason, "limited");
-            return NULL;
-        }
+        if (gw_probe_take (self, conn)) return refuse_limited (conn);
         if (cm_map_size (self->keys) >= KEYS_MAX) gw_keys_tick (self, INT64_MAX);
         key = calloc (1, sizeof *key);
         if (!key) return NULL;
@@ -132,11 +136,7 @@ gw_key_t *gw_keys_acquire (gw_server_t *self, gw_conn_t *conn, const uint8_t has
         if (key->state != GW_AUTH_OK &&
             cm_mono_ms () - key->checked_ms > self->cfg->key_cache_ms) {
             //  Asking again about a refused key costs a store read too.
-            if (gw_probe_take (self, conn)) {
-                conn->auth = GW_AUTH_BAD;
-                snprintf (conn->close_reason, sizeof conn->close_reason, "limited");
-                return NULL;
-            }
+            if (gw_probe_take (self, conn)) return refuse_limited (conn);
             key->state = GW_AUTH_PENDING;
         }
         if (key->state == GW_AUTH_PENDING || key->state == GW_AUTH_OK) lookup (self, key);
