@@ -166,7 +166,14 @@ struct gw_ipbuckets {
     cm_map_t *buckets; //  gw_ip_key_t -> gw_bucket_t (malloc'd)
     uint32_t rate, burst;
     size_t max_ips;
+    int64_t full_sweep_ms; //  last sweep a full table caused (take)
+    bool full_swept;
 };
+
+//  A full table sweeps for a new address at most this often: a sweep walks
+//  every address, and one per request would be work on the hot path for
+//  whoever fills the table.
+#define FULL_SWEEP_MS 100
 
 gw_ipbuckets_t *gw_ipbuckets_new (uint32_t rate, uint32_t burst, size_t max_ips)
 {
@@ -202,9 +209,14 @@ int gw_ipbuckets_take (gw_ipbuckets_t *self, const gw_ip_key_t *key, int64_t now
 {
     gw_bucket_t *b = cm_map_get (self->buckets, key->b);
     if (!b) {
-        if (cm_map_size (self->buckets) >= self->max_ips &&
-            gw_ipbuckets_sweep (self, now_ms) >= self->max_ips)
-            return 0;
+        if (cm_map_size (self->buckets) >= self->max_ips) {
+            if (self->full_swept && now_ms - self->full_sweep_ms < FULL_SWEEP_MS &&
+                now_ms >= self->full_sweep_ms)
+                return 0;
+            self->full_swept = true;
+            self->full_sweep_ms = now_ms;
+            if (gw_ipbuckets_sweep (self, now_ms) >= self->max_ips) return 0;
+        }
         b = malloc (sizeof *b);
         if (!b) return 0; //  untracked, as when the table is full
         gw_ratelimit_init (b, self->rate, self->burst, now_ms);

@@ -104,8 +104,8 @@ void gw_ipbuckets_destroy (gw_ipbuckets_t **self_p);
 
 //  Take one token of key's bucket.  Returns 0, or CM_E_RATE_LIMITED with
 //  *retry_ms (may be NULL) set to the milliseconds until one will be there.
-//  A new address when max_ips others are tracked (after a sweep) is let
-//  through untracked: the limit is per address, and whoever holds that
+//  A new address when max_ips others are tracked (after a sweep, done at
+//  most every 100 ms for this) is let through untracked: the limit is per address, and whoever holds that
 //  many addresses gets past per-address limits anyway; refusing would
 //  lock out everyone else instead.  Returns 0 then too.
 int gw_ipbuckets_take (gw_ipbuckets_t *self, const gw_ip_key_t *key, int64_t now_ms,

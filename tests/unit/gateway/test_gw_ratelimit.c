@@ -209,6 +209,24 @@ static void test_ip_buckets_table_bound (void **state)
     gw_ipbuckets_destroy (&t);
 }
 
+static void test_ip_buckets_full_sweep_throttled (void **state)
+{
+    //  A full table sweeps for a new address at most every 100 ms: between
+    //  two such sweeps new addresses pass untracked even when old buckets
+    //  have refilled (1 token per ms here).
+    gw_ipbuckets_t *t = gw_ipbuckets_new (1000, 1, 2);
+    gw_ip_key_t k[4];
+    for (int i = 0; i < 4; i++) k[i] = ip (i);
+    assert_int_equal (gw_ipbuckets_take (t, &k[0], 0, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &k[1], 0, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &k[2], 0, NULL), 0); //  swept at 0: untracked
+    for (int n = 0; n < 3; n++) //  refilled, but no sweep yet: untracked
+        assert_int_equal (gw_ipbuckets_take (t, &k[3], 5, NULL), 0);
+    assert_int_equal (gw_ipbuckets_take (t, &k[3], 100, NULL), 0); //  swept: tracked
+    assert_int_equal (gw_ipbuckets_take (t, &k[3], 100, NULL), CM_E_RATE_LIMITED);
+    gw_ipbuckets_destroy (&t);
+}
+
 static void test_ip_keys (void **state)
 {
     gw_ip_key_t t4, t4m, s4, s6, t6;
@@ -251,6 +269,7 @@ int main (void)
         cmocka_unit_test (test_ip_table_bound),
         cmocka_unit_test (test_ip_buckets),
         cmocka_unit_test (test_ip_buckets_table_bound),
+        cmocka_unit_test (test_ip_buckets_full_sweep_throttled),
         cmocka_unit_test (test_ip_keys),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
